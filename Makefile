@@ -1,0 +1,23 @@
+# msgbilling — PGXS build
+MODULE_big = msgbilling
+OBJS = \
+	src/msgbilling.o \
+	src/config.o \
+	src/convert.o \
+	src/prices.o \
+	src/billing.o \
+	src/billing_api.o \
+	src/wallet.o \
+	src/report.o
+
+EXTENSION = msgbilling
+DATA = msgbilling--1.0.sql
+PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
+
+REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text \
+	refund_retry report drain privileges
+REGRESS_OPTS = --inputdir=. --outputdir=results_regress
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,550 @@
+/* msgbilling--1.0.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION msgbilling" to load this file. \quit
+
+-------------------------------------------------------------------------------
+-- Tables
+-------------------------------------------------------------------------------
+
+-- The app's messages table msgbilling bills: one per database.
+CREATE TABLE msgbilling.config (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    messages regclass NOT NULL,
+    key_column name NOT NULL,
+    org_column name NOT NULL,
+    tokens_column name NOT NULL,
+    model_column name,
+    created_column name,
+    index_names name[] NOT NULL,
+    attached_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- One wallet per org.  org_id takes the type of the attached table's org
+-- column at attach time.
+CREATE TABLE msgbilling.credits (
+    org_id text PRIMARY KEY,
+    balance numeric(20,6) NOT NULL DEFAULT 0,
+    overdraft_limit numeric(20,6) NOT NULL DEFAULT 0
+        CHECK (overdraft_limit >= 0),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- Every balance change, append-only.  A charge entry covers the messages of
+-- one org billed in one batch; each of them points to it
+-- (billing_ledger_id).  For every org, balance = sum(amount).
+CREATE TABLE msgbilling.ledger (
+    id bigserial PRIMARY KEY,
+    org_id text NOT NULL,
+    kind text NOT NULL
+        CHECK (kind IN ('top_up', 'charge', 'refund', 'adjustment')),
+    amount numeric(20,6) NOT NULL,
+    balance_after numeric(20,6) NOT NULL,
+    message_count integer NOT NULL DEFAULT 0,
+    message_id text,
+    note text,
+    idempotency_key text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX ledger_org_id ON msgbilling.ledger (org_id, id);
+CREATE UNIQUE INDEX ledger_idempotency_key ON msgbilling.ledger (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- A message is refunded at most once.
+CREATE UNIQUE INDEX ledger_one_refund ON msgbilling.ledger (message_id)
+    WHERE kind = 'refund';
+
+-- Versioned prices: rows are added, never changed.  model NULL is the
+-- default price for messages whose model has no price in effect.
+CREATE TABLE msgbilling.prices (
+    id bigserial PRIMARY KEY,
+    model text CHECK (model <> ''),
+    credits_per_token numeric NOT NULL
+        CHECK (credits_per_token >= 0 AND credits_per_token < 'Infinity'),
+    effective_from timestamptz NOT NULL
+        CHECK (effective_from > '-infinity' AND effective_from < 'infinity'),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX prices_model_effective_from
+    ON msgbilling.prices ((COALESCE(model, '')), effective_from);
+
+-- pg_dump keeps the user data of all four.
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.config', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.credits', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.ledger', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.ledger_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.prices', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.prices_id_seq', '');
+
+-- Money lives here: nobody but the owner reads or writes these directly.
+REVOKE ALL ON msgbilling.config, msgbilling.credits, msgbilling.ledger,
+    msgbilling.prices FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- attach / detach: the migration guide's data migration and its rollback
+-------------------------------------------------------------------------------
+
+-- Error unless column col of rel exists and has one of the allowed types;
+-- returns its type.
+CREATE FUNCTION msgbilling._column_type(rel regclass, col name, role text,
+                                        allowed regtype[])
+RETURNS regtype
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    typ regtype;
+BEGIN
+    IF col IS NULL THEN
+        RAISE EXCEPTION '% column must not be NULL', role
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT a.atttypid::regtype INTO typ
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = col
+       AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of table % does not exist', col, rel
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('Pass the name of the %s column as %s_column.',
+                                role, role);
+    END IF;
+    IF typ <> ALL (allowed) THEN
+        RAISE EXCEPTION '% column "%" of table % has unusable type %',
+                        role, col, rel, typ
+            USING ERRCODE = 'datatype_mismatch',
+                  DETAIL = format('msgbilling supports %s columns of type %s.',
+                                  role, array_to_string(allowed, ', '));
+    END IF;
+    RETURN typ;
+END;
+$$;
+
+-- The one-column primary key of rel: its name and type.
+CREATE FUNCTION msgbilling._primary_key(rel regclass, OUT col name,
+                                        OUT typ regtype)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT a.attname, a.atttypid::regtype INTO col, typ
+      FROM pg_catalog.pg_constraint c
+      JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+     WHERE c.conrelid = rel AND c.contype = 'p'
+       AND pg_catalog.cardinality(c.conkey) = 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no single-column primary key', rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'msgbilling identifies each message by a one-column primary key.',
+                  HINT = 'Add a primary key of type bigint, integer or uuid.';
+    END IF;
+    PERFORM msgbilling._column_type(rel, col, 'key',
+                                    '{bigint,integer,uuid}'::regtype[]);
+END;
+$$;
+
+-- Add a billing column unless the table has it already with the right type
+-- (re-attaching after a detach that kept the columns).
+CREATE FUNCTION msgbilling._add_column(rel regclass, col name, typ text,
+                                       extra text DEFAULT '')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    have text;
+BEGIN
+    SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) INTO have
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = col
+       AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s %s', rel, col, typ, extra);
+    ELSIF have <> typ THEN
+        RAISE EXCEPTION 'table % already has a column "%" of type %', rel, col, have
+            USING ERRCODE = 'duplicate_column',
+                  DETAIL = format('msgbilling needs "%s" to be %s.', col, typ),
+                  HINT = 'Rename or drop the column, then attach again.';
+    END IF;
+END;
+$$;
+
+-- Give msgbilling's own org_id columns the type of the app's org ids.
+CREATE FUNCTION msgbilling._set_org_type(typ regtype)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tab text;
+BEGIN
+    FOREACH tab IN ARRAY ARRAY['credits', 'ledger'] LOOP
+        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = format('msgbilling.%I', tab)::regclass
+               AND a.attname = 'org_id') <> typ THEN
+            EXECUTE format('ALTER TABLE msgbilling.%I ALTER COLUMN org_id'
+                           ' TYPE %s USING org_id::text::%s', tab, typ, typ);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Create msgbilling's indexes on the attached table; returns their names.
+--
+-- Instead of the guide's three indexes (billing_status; org_id,
+-- billing_status; charged_at), billing uses partial indexes that hold only
+-- the backlog: they stay small however many messages were ever billed, and
+-- a message leaves them when it is billed.  The (org, billing_status) index
+-- serves stats() and history() per org.  charged_at gets none: no
+-- msgbilling query filters on it.
+CREATE FUNCTION msgbilling._create_indexes(rel regclass, key_col name,
+                                           org_col name, created_col name)
+RETURNS name[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    base text := left((SELECT c.relname FROM pg_catalog.pg_class c
+                        WHERE c.oid = rel), 40);
+    nsp name := (SELECT n.nspname FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = rel);
+    order_cols text := CASE WHEN created_col IS NULL THEN quote_ident(key_col)
+                       ELSE format('%I, %I', created_col, key_col) END;
+    names name[] := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
+                          base || '_mb_failed', base || '_mb_org_status'];
+BEGIN
+    EXECUTE format('CREATE INDEX %I ON %s (%s) WHERE billing_status = ''pending''',
+                   names[1], rel, order_cols);
+    EXECUTE format('CREATE INDEX %I ON %s (%I, %s) WHERE billing_status = ''pending''',
+                   names[2], rel, org_col, order_cols);
+    EXECUTE format('CREATE INDEX %I ON %s (%I) WHERE billing_status = ''failed''',
+                   names[3], rel, org_col);
+    EXECUTE format('CREATE INDEX %I ON %s (%I, billing_status)',
+                   names[4], rel, org_col);
+    RETURN (SELECT array_agg(quote_ident(nsp) || '.' || quote_ident(n))
+              FROM unnest(names) n);
+END;
+$$;
+
+CREATE FUNCTION msgbilling.attach(messages regclass,
+                                  org_column name DEFAULT 'org_id',
+                                  tokens_column name DEFAULT 'tokens_used',
+                                  model_column name DEFAULT NULL,
+                                  created_column name DEFAULT NULL,
+                                  bill_existing boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pk record;
+    org_type regtype;
+    attached regclass;
+    legacy bigint;
+BEGIN
+    IF messages IS NULL THEN
+        RAISE EXCEPTION 'messages table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    LOCK TABLE msgbilling.config IN EXCLUSIVE MODE;
+    SELECT c.messages INTO attached FROM msgbilling.config c;
+    IF FOUND THEN
+        RAISE EXCEPTION 'msgbilling is already attached to table %', attached
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'msgbilling bills one messages table per database.',
+                  HINT = format('Call msgbilling.detach(%L) first.', attached);
+    END IF;
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = messages)
+       NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', messages
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+
+    pk := msgbilling._primary_key(messages);
+    org_type := msgbilling._column_type(messages, org_column, 'org',
+                                        '{uuid,bigint,integer,text}');
+    PERFORM msgbilling._column_type(messages, tokens_column, 'tokens',
+                                    '{smallint,integer,bigint}');
+    IF model_column IS NOT NULL THEN
+        PERFORM msgbilling._column_type(messages, model_column, 'model',
+                                        '{text,character varying}');
+    END IF;
+    IF created_column IS NOT NULL THEN
+        PERFORM msgbilling._column_type(messages, created_column, 'created',
+            '{timestamp with time zone,timestamp without time zone}');
+    END IF;
+
+    -- Rows already in the table get the status they are added with:
+    -- 'legacy' (never billed, already charged by the old system) unless
+    -- bill_existing.  A constant default adds the column without rewriting
+    -- the table; new rows then default to 'pending'.
+    PERFORM msgbilling._add_column(messages, 'billing_status',
+        'character varying(20)',
+        format('NOT NULL DEFAULT %L',
+               CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END));
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN billing_status SET DEFAULT ''pending''',
+                   messages);
+    PERFORM msgbilling._add_column(messages, 'cost_credits', 'numeric(10,6)');
+    PERFORM msgbilling._add_column(messages, 'charged_at',
+                                   'timestamp with time zone');
+    PERFORM msgbilling._add_column(messages, 'billing_error', 'text');
+    PERFORM msgbilling._add_column(messages, 'billing_ledger_id', 'bigint');
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check',
+                   messages);
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
+                   ' CHECK (billing_status IN (''pending'', ''charged'','
+                   ' ''failed'', ''refunded'', ''legacy''))', messages);
+
+    PERFORM msgbilling._set_org_type(org_type);
+    INSERT INTO msgbilling.config (messages, key_column, org_column,
+                                   tokens_column, model_column,
+                                   created_column, index_names)
+    VALUES (messages, pk.col, org_column, tokens_column, model_column,
+            created_column,
+            msgbilling._create_indexes(messages, pk.col, org_column,
+                                       created_column));
+
+    EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
+                   messages) INTO legacy;
+    RAISE NOTICE 'msgbilling attached to table %', messages
+        USING DETAIL = format('%s existing messages are marked legacy and will not be billed.',
+                              legacy);
+END;
+$$;
+
+CREATE FUNCTION msgbilling.detach(messages regclass,
+                                  drop_columns boolean DEFAULT false,
+                                  force boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg msgbilling.config;
+    pending bigint;
+    failed bigint;
+    idx name;
+BEGIN
+    LOCK TABLE msgbilling.config IN EXCLUSIVE MODE;
+    SELECT * INTO cfg FROM msgbilling.config c;
+    IF NOT FOUND OR cfg.messages IS DISTINCT FROM messages THEN
+        RAISE EXCEPTION 'table % is not attached to msgbilling', messages
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF drop_columns AND NOT COALESCE(force, false) THEN
+        EXECUTE format('SELECT pg_catalog.count(*) FILTER (WHERE billing_status = ''pending''),'
+                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''failed'') FROM %s',
+                       messages) INTO pending, failed;
+        IF pending + failed > 0 THEN
+            RAISE EXCEPTION 'table % has % pending and % failed messages', messages, pending, failed
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'Dropping the billing columns would lose the charges those messages owe.',
+                      HINT = 'Bill them first (CALL msgbilling.drain()), or pass force => true to drop them anyway.';
+        END IF;
+    END IF;
+    FOREACH idx IN ARRAY cfg.index_names LOOP
+        EXECUTE format('DROP INDEX IF EXISTS %s', idx);
+    END LOOP;
+    IF drop_columns THEN
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check,'
+                       ' DROP COLUMN cost_credits, DROP COLUMN charged_at,'
+                       ' DROP COLUMN billing_status, DROP COLUMN billing_error,'
+                       ' DROP COLUMN billing_ledger_id', messages);
+    END IF;
+    DELETE FROM msgbilling.config;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling._column_type(regclass, name, text, regtype[]),
+    msgbilling._primary_key(regclass),
+    msgbilling._add_column(regclass, name, text, text),
+    msgbilling._set_org_type(regtype),
+    msgbilling._create_indexes(regclass, name, name, name) FROM PUBLIC;
+-- attach and detach change the app's table: its owner decides who may.
+REVOKE ALL ON FUNCTION msgbilling.attach(regclass, name, name, name, name, boolean),
+    msgbilling.detach(regclass, boolean, boolean) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Prices
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION msgbilling.set_price(model text, credits_per_token numeric,
+                                     effective_from timestamptz DEFAULT pg_catalog.now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF credits_per_token IS NULL OR effective_from IS NULL THEN
+        RAISE EXCEPTION 'credits_per_token and effective_from must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF credits_per_token < 0 OR credits_per_token >= 'Infinity' THEN
+        RAISE EXCEPTION 'credits_per_token must be zero or more and finite, not %',
+                        credits_per_token
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF effective_from IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION 'effective_from must be finite, not %', effective_from
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF model = '' THEN
+        RAISE EXCEPTION 'model must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to set the default price.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM msgbilling.prices p
+                WHERE p.model IS NOT DISTINCT FROM set_price.model
+                  AND p.effective_from = set_price.effective_from) THEN
+        RAISE EXCEPTION 'a price for % effective from % already exists',
+                        COALESCE('model ' || quote_literal(model), 'the default'),
+                        effective_from
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Prices are versioned and never rewritten.',
+                  HINT = 'Set the new price with a later effective_from.';
+    END IF;
+    INSERT INTO msgbilling.prices (model, credits_per_token, effective_from)
+    VALUES (model, credits_per_token, effective_from)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END;
+$$;
+
+-- The price a message of model created at time at is billed at, or NULL.
+CREATE FUNCTION msgbilling.price_at(model text, at timestamptz DEFAULT pg_catalog.now())
+RETURNS numeric
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.credits_per_token FROM msgbilling.prices p
+     WHERE (p.model = $1 OR p.model IS NULL) AND p.effective_from <= $2
+     ORDER BY p.model IS NULL, p.effective_from DESC
+     LIMIT 1
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling.set_price(text, numeric, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION msgbilling.price_at(text, timestamptz) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Wallets (C, wallet.c)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION msgbilling.top_up(org_id "any", amount numeric,
+                                  note text DEFAULT NULL,
+                                  idempotency_key text DEFAULT NULL)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'top_up'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.adjust(org_id "any", amount numeric, note text)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'adjust'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.balance(org_id "any")
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'balance'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.set_overdraft(org_id "any", "limit" numeric)
+RETURNS void
+AS 'MODULE_PATHNAME', 'set_overdraft'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.refund(message_id "any", note text DEFAULT NULL)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'refund'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.retry_failed(org_id "any" DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'retry_failed'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- These move money or reveal balances: callers are granted them by name.
+REVOKE ALL ON FUNCTION msgbilling.top_up("any", numeric, text, text),
+    msgbilling.adjust("any", numeric, text),
+    msgbilling.balance("any"),
+    msgbilling.set_overdraft("any", numeric),
+    msgbilling.refund("any", text),
+    msgbilling.retry_failed("any") FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Billing (C, billing_api.c)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION msgbilling.process_message_billing(message_id "any")
+RETURNS text
+AS 'MODULE_PATHNAME', 'process_message_billing'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.process_batch_billing(message_ids "any")
+RETURNS TABLE (charged bigint, failed bigint, skipped bigint, credits numeric)
+AS 'MODULE_PATHNAME', 'process_batch_billing'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.process_all_pending(org_id "any" DEFAULT NULL,
+                                               max_messages bigint DEFAULT NULL)
+RETURNS TABLE (charged bigint, failed bigint, skipped bigint, credits numeric)
+AS 'MODULE_PATHNAME', 'process_all_pending'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- A procedure so that it can commit after each batch; it cannot be
+-- SECURITY DEFINER (that forbids transaction control), so its caller needs
+-- the privileges billing needs.
+CREATE PROCEDURE msgbilling.drain(batch_size integer DEFAULT 10000,
+                                  org_id "any" DEFAULT NULL)
+AS 'MODULE_PATHNAME', 'drain'
+LANGUAGE C;
+
+-- Billing moves money: only roles granted these may bill.
+REVOKE ALL ON FUNCTION msgbilling.process_message_billing("any"),
+    msgbilling.process_batch_billing("any"),
+    msgbilling.process_all_pending("any", bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE msgbilling.drain(integer, "any") FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Reports (C, report.c)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION msgbilling.stats(org_id "any" DEFAULT NULL)
+RETURNS TABLE (pending bigint, charged bigint, failed bigint, refunded bigint,
+               credits_charged numeric, oldest_pending timestamptz)
+AS 'MODULE_PATHNAME', 'stats'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.history(org_id "any", max_rows integer DEFAULT 50,
+                                   before timestamptz DEFAULT NULL)
+RETURNS TABLE (message_id text, created_at timestamptz, tokens bigint,
+               model text, cost_credits numeric, billing_status text,
+               charged_at timestamptz, failure_reason text)
+AS 'MODULE_PATHNAME', 'history'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.verify()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+AS 'MODULE_PATHNAME', 'verify'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Billing data is private to the roles granted it.
+REVOKE ALL ON FUNCTION msgbilling.stats("any"),
+    msgbilling.history("any", integer, timestamptz),
+    msgbilling.verify() FROM PUBLIC;

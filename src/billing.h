@@ -1,0 +1,35 @@
+/*
+ * billing.h
+ *		The billing core: claim a batch of messages, price them, decide each
+ *		one per org in order, and write wallets, ledger and messages set-based.
+ */
+#ifndef MB_BILLING_H
+#define MB_BILLING_H
+
+#include "postgres.h"
+
+#include "config.h"
+
+typedef enum MbClaimMode
+{
+	MB_CLAIM_ALL,				/* pending messages of every org */
+	MB_CLAIM_ORG,				/* pending messages of one org */
+	MB_CLAIM_IDS,				/* pending or failed messages in an id array */
+	MB_CLAIM_ONE				/* one pending or failed message */
+} MbClaimMode;
+
+/* What one billing call did, summed over its batches. */
+typedef struct MbTotals
+{
+	int64		charged;
+	int64		failed;
+	int64		skipped;		/* claimed but left pending: wallet busy */
+	Datum		credits;		/* numeric: sum of charged costs */
+	const char *last_status;	/* status given to the last decided message */
+} MbTotals;
+
+extern void mb_totals_init(MbTotals *totals);
+extern int64 mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg,
+						   int64 limit, MbTotals *totals);
+
+#endif							/* MB_BILLING_H */

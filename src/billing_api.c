@@ -1,0 +1,272 @@
+/*
+ * billing_api.c
+ *		The SQL entry points that bill: process_message_billing,
+ *		process_batch_billing, process_all_pending and the drain procedure.
+ *
+ * They share one core (billing.c) and differ only in how they claim
+ * messages and where their transaction boundaries are.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "nodes/parsenodes.h"
+#include "portability/instr_time.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "billing.h"
+#include "config.h"
+#include "convert.h"
+#include "msgbilling.h"
+#include "report.h"
+
+PG_FUNCTION_INFO_V1(process_message_billing);
+PG_FUNCTION_INFO_V1(process_batch_billing);
+PG_FUNCTION_INFO_V1(process_all_pending);
+PG_FUNCTION_INFO_V1(drain);
+
+/* Error for a NULL where a value is required. */
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+}
+
+/* Error unless a count argument, when given, is in 1..max. */
+static void
+check_count(int64 value, int64 max, const char *what)
+{
+	if (value < 1 || value > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 1 and " INT64_FORMAT ", not "
+						INT64_FORMAT, what, max, value)));
+}
+
+/* The one [msgbilling] line of a billing call. */
+static void
+log_totals(const char *fn, const MbTotals *t, instr_time start)
+{
+	instr_time	elapsed;
+
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
+	ereport(mb_log_level,
+			(errmsg(MB_LOG_PREFIX "%s: charged " INT64_FORMAT ", failed "
+					INT64_FORMAT ", skipped " INT64_FORMAT
+					", credits %s, %.3f ms",
+					fn, t->charged, t->failed, t->skipped,
+					mb_datum_text(t->credits, NUMERICOID),
+					INSTR_TIME_GET_MILLISEC(elapsed)),
+			 errhidestmt(true)));
+}
+
+/* Return totals as the one row of (charged, failed, skipped, credits). */
+static Datum
+return_totals(FunctionCallInfo fcinfo, const MbTotals *t)
+{
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	values[0] = Int64GetDatum(t->charged);
+	values[1] = Int64GetDatum(t->failed);
+	values[2] = Int64GetDatum(t->skipped);
+	values[3] = t->credits;
+	mb_return_one_row(fcinfo, values, nulls);
+	return (Datum) 0;
+}
+
+/* The current status of one message; an unknown id is an error. */
+static char *
+current_status(const MbConfig *cfg, Datum key)
+{
+	char	   *sql = psprintf("SELECT billing_status::pg_catalog.text FROM %s"
+							   " WHERE %s = $1", cfg->relname, cfg->key_col);
+	Oid			argtypes[1] = {cfg->key_type};
+	int			ret = SPI_execute_with_args(sql, 1, argtypes, &key, NULL,
+											true, 1);
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "status look-up returned %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist in %s",
+						mb_datum_text(key, cfg->key_type), cfg->relname)));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * process_message_billing(message_id) -> text
+ *		Bill one message now and return its status.  Charged and refunded
+ *		messages are returned as they are; a failed one is tried again; one
+ *		that another session is billing right now is returned as pending.
+ */
+Datum
+process_message_billing(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	MbTotals	t;
+	Datum		key;
+	char	   *status;
+	Datum		result;
+	instr_time	start;
+
+	INSTR_TIME_SET_CURRENT(start);
+	require_arg(fcinfo, 0, "message id");
+	SPI_connect();
+	cfg = mb_config();
+	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
+	mb_totals_init(&t);
+	if (mb_bill_batch(cfg, MB_CLAIM_ONE, key, 1, &t) > 0)
+		status = pstrdup(t.last_status);
+	else
+		status = current_status(cfg, key);
+	log_totals("process_message_billing", &t, start);
+	result = SPI_datumTransfer(CStringGetTextDatum(status), false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* Number of distinct, non-NULL ids in a key array. */
+static int64
+distinct_ids(const MbConfig *cfg, Datum ids)
+{
+	Oid			argtypes[1] = {cfg->key_array_type};
+	int			ret = SPI_execute_with_args("SELECT pg_catalog.count(DISTINCT u)"
+											" FROM pg_catalog.unnest($1) u",
+											1, argtypes, &ids, NULL, true, 1);
+	bool		isnull;
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "id count returned %s", SPI_result_code_string(ret));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * process_batch_billing(message_ids[]) -> (charged, failed, skipped, credits)
+ *		Bill the given messages in one batch.  An id counts once however
+ *		often it is given; ids that are not billable now (charged, unknown,
+ *		or being billed by another session) are skipped.
+ */
+Datum
+process_batch_billing(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	MbTotals	t;
+	Datum		ids;
+	int64		wanted;
+	instr_time	start;
+
+	INSTR_TIME_SET_CURRENT(start);
+	require_arg(fcinfo, 0, "message_ids");
+	SPI_connect();
+	cfg = mb_config();
+	ids = mb_array_arg_as(fcinfo, 0, cfg->key_type, "message_ids");
+	wanted = distinct_ids(cfg, ids);
+	mb_totals_init(&t);
+	if (wanted > 0)
+		(void) mb_bill_batch(cfg, MB_CLAIM_IDS, ids, wanted, &t);
+	t.skipped = wanted - t.charged - t.failed;
+	log_totals("process_batch_billing", &t, start);
+	t.credits = SPI_datumTransfer(t.credits, false, -1);
+	SPI_finish();
+	return return_totals(fcinfo, &t);
+}
+
+/*
+ * Bill in batches of batch_size until max messages were claimed, nothing
+ * is left, or a batch met an org that another session is billing (its
+ * messages stay pending for that session or a later run).  With commit,
+ * every batch is its own transaction.
+ */
+static void
+bill_pending(FunctionCallInfo fcinfo, int org_argno, int64 max,
+			 int64 batch_size, bool commit, MbTotals *t)
+{
+	for (;;)
+	{
+		const MbConfig *cfg = mb_config();
+		MbClaimMode mode = PG_ARGISNULL(org_argno) ? MB_CLAIM_ALL : MB_CLAIM_ORG;
+		Datum		org = (mode == MB_CLAIM_ORG) ?
+			mb_arg_as(fcinfo, org_argno, cfg->org_type, "org id") : (Datum) 0;
+		int64		limit = Min(batch_size, max);
+		int64		skipped_before = t->skipped;
+		int64		claimed = mb_bill_batch(cfg, mode, org, limit, t);
+
+		max -= claimed;
+		if (commit)
+		{
+			SPI_commit();
+#if PG_VERSION_NUM < 150000
+			SPI_start_transaction();
+#endif
+		}
+		if (claimed < limit || max <= 0 || t->skipped > skipped_before)
+			break;
+	}
+}
+
+/*
+ * process_all_pending(org_id, max_messages)
+ *		-> (charged, failed, skipped, credits)
+ *		Bill pending messages, of one org or all, in the caller's transaction.
+ */
+Datum
+process_all_pending(PG_FUNCTION_ARGS)
+{
+	MbTotals	t;
+	int64		max = PG_ARGISNULL(1) ? PG_INT64_MAX : PG_GETARG_INT64(1);
+	instr_time	start;
+
+	INSTR_TIME_SET_CURRENT(start);
+	if (!PG_ARGISNULL(1))
+		check_count(max, PG_INT64_MAX, "max_messages");
+	SPI_connect();
+	mb_totals_init(&t);
+	bill_pending(fcinfo, 0, max, mb_batch_size, false, &t);
+	log_totals("process_all_pending", &t, start);
+	t.credits = SPI_datumTransfer(t.credits, false, -1);
+	SPI_finish();
+	return return_totals(fcinfo, &t);
+}
+
+/* Whether a procedure was called where it may commit. */
+static bool
+may_commit(FunctionCallInfo fcinfo)
+{
+	return fcinfo->context && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+}
+
+/*
+ * CALL drain(batch_size, org_id)
+ *		Bill every pending message, committing after each batch so that a
+ *		large backlog never holds one long transaction.  Inside a
+ *		transaction block it cannot commit and bills in one transaction.
+ */
+Datum
+drain(PG_FUNCTION_ARGS)
+{
+	MbTotals	t;
+	int64		batch_size;
+	bool		commit = may_commit(fcinfo);
+	instr_time	start;
+
+	INSTR_TIME_SET_CURRENT(start);
+	require_arg(fcinfo, 0, "batch_size");
+	batch_size = PG_GETARG_INT32(0);
+	check_count(batch_size, 1000000, "batch_size");
+	SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0);
+	mb_totals_init(&t);
+	bill_pending(fcinfo, 1, PG_INT64_MAX, batch_size, commit, &t);
+	log_totals("drain", &t, start);
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,223 @@
+/*
+ * config.c
+ *		Reads the attached-table configuration and caches the statements
+ *		prepared from it.
+ *
+ * The configuration is one row of msgbilling.config, written by attach().
+ * It is read on every call (one cheap kept-plan lookup) so that a detach or
+ * re-attach in another session is seen at once; the statements built from
+ * it are prepared once and kept until the configuration changes.
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "config.h"
+#include "msgbilling.h"
+
+static MemoryContext config_cxt = NULL;
+static MbConfig *cached = NULL;
+static SPIPlanPtr config_plan = NULL;
+static SPIPlanPtr plans[MB_NUM_STMTS];
+
+#define CONFIG_SQL \
+	"SELECT messages::pg_catalog.oid, key_column, org_column, tokens_column," \
+	" model_column, created_column FROM msgbilling.config"
+
+/* Text of column i of the config row, or NULL. */
+static char *
+config_text(HeapTuple tup, TupleDesc desc, int i)
+{
+	return SPI_getvalue(tup, desc, i);
+}
+
+/* Look up one configured column; error in the user's terms if it is gone. */
+static Oid
+column_type(Oid relid, const char *col, const char *role)
+{
+	AttrNumber	attnum = get_attnum(relid, col);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s column \"%s\" of attached table %s does not exist",
+						role, col, get_rel_name(relid)),
+				 errdetail("msgbilling.attach() recorded this column, but it "
+						   "was dropped or renamed since."),
+				 errhint("Detach the table with msgbilling.detach() and attach "
+						 "it again with the current column names.")));
+	return get_atttype(relid, attnum);
+}
+
+/* Quoted column name, or NULL for an optional column that is not set. */
+static char *
+quoted_or_null(const char *col)
+{
+	return col ? pstrdup(quote_identifier(col)) : NULL;
+}
+
+/* Build a configuration in the current memory context from the config row. */
+static MbConfig *
+config_from_row(HeapTuple tup, TupleDesc desc)
+{
+	MbConfig   *cfg = palloc0(sizeof(MbConfig));
+	bool		isnull;
+	char	   *nsp;
+	char	   *rel;
+
+	cfg->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+	rel = get_rel_name(cfg->relid);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the messages table attached to msgbilling no longer exists"),
+				 errhint("Call msgbilling.detach() and attach the new table.")));
+	nsp = get_namespace_name(get_rel_namespace(cfg->relid));
+	cfg->relname = quote_qualified_identifier(nsp, rel);
+	cfg->key_type = column_type(cfg->relid, config_text(tup, desc, 2), "key");
+	cfg->org_type = column_type(cfg->relid, config_text(tup, desc, 3), "org");
+	(void) column_type(cfg->relid, config_text(tup, desc, 4), "tokens");
+	cfg->key_col = quoted_or_null(config_text(tup, desc, 2));
+	cfg->org_col = quoted_or_null(config_text(tup, desc, 3));
+	cfg->tokens_col = quoted_or_null(config_text(tup, desc, 4));
+	cfg->model_col = quoted_or_null(config_text(tup, desc, 5));
+	cfg->created_col = quoted_or_null(config_text(tup, desc, 6));
+	if (cfg->model_col)
+		(void) column_type(cfg->relid, config_text(tup, desc, 5), "model");
+	if (cfg->created_col)
+		(void) column_type(cfg->relid, config_text(tup, desc, 6), "created");
+	cfg->key_array_type = get_array_type(cfg->key_type);
+	cfg->org_array_type = get_array_type(cfg->org_type);
+	return cfg;
+}
+
+/* Null-safe string equality. */
+static bool
+same_str(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* Whether two configurations would build the same SQL. */
+static bool
+same_config(const MbConfig *a, const MbConfig *b)
+{
+	return a->relid == b->relid &&
+		a->key_type == b->key_type &&
+		a->org_type == b->org_type &&
+		same_str(a->relname, b->relname) &&
+		same_str(a->key_col, b->key_col) &&
+		same_str(a->org_col, b->org_col) &&
+		same_str(a->tokens_col, b->tokens_col) &&
+		same_str(a->model_col, b->model_col) &&
+		same_str(a->created_col, b->created_col);
+}
+
+/* Drop every kept statement: the configuration they were built for changed. */
+static void
+forget_plans(void)
+{
+	int			i;
+
+	for (i = 0; i < MB_NUM_STMTS; i++)
+	{
+		if (plans[i])
+			SPI_freeplan(plans[i]);
+		plans[i] = NULL;
+	}
+}
+
+/* Keep a copy of cfg in our own context for the life of the backend. */
+static void
+remember_config(const MbConfig *cfg)
+{
+	MemoryContext old;
+
+	if (config_cxt == NULL)
+		config_cxt = AllocSetContextCreate(TopMemoryContext,
+										   "msgbilling config",
+										   ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(config_cxt);
+	old = MemoryContextSwitchTo(config_cxt);
+	cached = palloc(sizeof(MbConfig));
+	*cached = *cfg;
+	cached->relname = pstrdup(cfg->relname);
+	cached->key_col = pstrdup(cfg->key_col);
+	cached->org_col = pstrdup(cfg->org_col);
+	cached->tokens_col = pstrdup(cfg->tokens_col);
+	cached->model_col = cfg->model_col ? pstrdup(cfg->model_col) : NULL;
+	cached->created_col = cfg->created_col ? pstrdup(cfg->created_col) : NULL;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The current configuration; errors when no table is attached.
+ * The caller must be connected to SPI.
+ */
+const MbConfig *
+mb_config(void)
+{
+	MbConfig   *cfg;
+
+	if (config_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(CONFIG_SQL, 0, NULL);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		config_plan = plan;
+	}
+	mb_exec_plan(config_plan, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no messages table is attached to msgbilling"),
+				 errhint("Attach the app's table first: "
+						 "SELECT msgbilling.attach('messages');")));
+	cfg = config_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	SPI_freetuptable(SPI_tuptable);
+	if (cached == NULL || !same_config(cached, cfg))
+	{
+		forget_plans();
+		remember_config(cfg);
+	}
+	return cached;
+}
+
+/* The kept plan for statement id, prepared on first use. */
+SPIPlanPtr
+mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
+{
+	if (plans[id] == NULL)
+	{
+		char	   *sql = build(cached);
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[id] = plan;
+		pfree(sql);
+	}
+	return plans[id];
+}
+
+/* Run a kept plan; anything but the expected SPI result is a bug. */
+void
+mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			ret = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "msgbilling statement returned %s, expected %s",
+			 SPI_result_code_string(ret), SPI_result_code_string(expected));
+}

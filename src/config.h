@@ -1,0 +1,53 @@
+/*
+ * config.h
+ *		The attached messages table, as msgbilling.attach() recorded it, and
+ *		the cache of prepared statements built from it.
+ */
+#ifndef MB_CONFIG_H
+#define MB_CONFIG_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+typedef struct MbConfig
+{
+	Oid			relid;			/* the app's messages table */
+	char	   *relname;		/* schema-qualified, quoted, for SQL text */
+	char	   *key_col;		/* quoted column names */
+	char	   *org_col;
+	char	   *tokens_col;
+	char	   *model_col;		/* NULL when not configured */
+	char	   *created_col;	/* NULL when not configured */
+	Oid			key_type;
+	Oid			org_type;
+	Oid			key_array_type;
+	Oid			org_array_type;
+} MbConfig;
+
+/* Statements prepared once per configuration and kept. */
+typedef enum MbStmt
+{
+	MB_STMT_CLAIM_ALL,
+	MB_STMT_CLAIM_ORG,
+	MB_STMT_CLAIM_IDS,
+	MB_STMT_CLAIM_ONE,
+	MB_STMT_STATUS_ONE,
+	MB_STMT_COUNT_IDS,
+	MB_STMT_LOCK_WALLETS,
+	MB_STMT_WALLETS_EXIST,
+	MB_STMT_CHARGE_WALLETS,
+	MB_STMT_WRITE_MESSAGES,
+	MB_STMT_PRICES,
+	MB_NUM_STMTS
+} MbStmt;
+
+typedef char *(*MbSqlBuilder) (const MbConfig *cfg);
+
+extern const MbConfig *mb_config(void);
+extern SPIPlanPtr mb_plan(MbStmt id, MbSqlBuilder build,
+						  int nargs, Oid *argtypes);
+extern void mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
+						 int expected);
+
+#endif							/* MB_CONFIG_H */

@@ -1,0 +1,23 @@
+/*
+ * msgbilling.h
+ *		What every msgbilling module shares: GUCs and the log helper.
+ */
+#ifndef MSGBILLING_H
+#define MSGBILLING_H
+
+#include "postgres.h"
+
+/* Prefix of every log line, so log tooling can follow billing. */
+#define MB_LOG_PREFIX "[msgbilling] "
+
+/* Billing statuses of a message; the attach CHECK constraint lists them. */
+#define MB_PENDING	"pending"
+#define MB_CHARGED	"charged"
+#define MB_FAILED	"failed"
+#define MB_REFUNDED "refunded"
+#define MB_LEGACY	"legacy"
+
+extern int	mb_batch_size;
+extern int	mb_log_level;
+
+#endif							/* MSGBILLING_H */

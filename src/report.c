@@ -1,0 +1,289 @@
+/*
+ * report.c
+ *		Read-only views of billing: stats(), history() and verify().
+ *
+ * Each runs one query over the attached table and the msgbilling tables
+ * and returns its rows as they are.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/tuplestore.h"
+
+#include "config.h"
+#include "convert.h"
+#include "report.h"
+
+PG_FUNCTION_INFO_V1(stats);
+PG_FUNCTION_INFO_V1(history);
+PG_FUNCTION_INFO_V1(verify);
+
+/* Set up materialize mode; return the tuplestore to fill. */
+static Tuplestorestate *
+begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext old;
+	Tuplestorestate *store;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	*desc = BlessTupleDesc(CreateTupleDescCopy(*desc));
+	store = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = *desc;
+	MemoryContextSwitchTo(old);
+	return store;
+}
+
+/* Return one row of the function's result type. */
+void
+mb_return_one_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
+{
+	TupleDesc	desc;
+	Tuplestorestate *store = begin_rows(fcinfo, &desc);
+
+	tuplestore_putvalues(store, desc, values, nulls);
+}
+
+/*
+ * Return the rows of SPI_tuptable; the query's columns match the
+ * function's result type.
+ */
+void
+mb_return_spi_rows(FunctionCallInfo fcinfo)
+{
+	TupleDesc	desc;
+	Tuplestorestate *store = begin_rows(fcinfo, &desc);
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(store, SPI_tuptable->vals[i]);
+}
+
+/* Run a read-only query and return its rows. */
+static void
+return_query(FunctionCallInfo fcinfo, const char *sql, int nargs,
+			 Oid *argtypes, Datum *values, const char *nulls)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
+											true, 0);
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "report query returned %s", SPI_result_code_string(ret));
+	mb_return_spi_rows(fcinfo);
+}
+
+/*
+ * stats(org_id) -> (pending, charged, failed, refunded, credits_charged,
+ *					 oldest_pending)
+ *		Counts by status, of one org or all; credits_charged is the sum of
+ *		costs of messages charged and not refunded.
+ */
+Datum
+stats(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	StringInfoData sql;
+	Oid			argtypes[1];
+	Datum		values[1];
+
+	SPI_connect();
+	cfg = mb_config();
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT pg_catalog.count(*) FILTER (WHERE billing_status = 'pending'),"
+					 " pg_catalog.count(*) FILTER (WHERE billing_status = 'charged'),"
+					 " pg_catalog.count(*) FILTER (WHERE billing_status = 'failed'),"
+					 " pg_catalog.count(*) FILTER (WHERE billing_status = 'refunded'),"
+					 " COALESCE(pg_catalog.sum(cost_credits) FILTER"
+					 " (WHERE billing_status = 'charged'), 0)::pg_catalog.numeric,"
+					 " pg_catalog.min(%s) FILTER (WHERE billing_status = 'pending')"
+					 " FROM %s",
+					 cfg->created_col ?
+					 psprintf("%s::pg_catalog.timestamptz", cfg->created_col) :
+					 "NULL::pg_catalog.timestamptz",
+					 cfg->relname);
+	if (PG_ARGISNULL(0))
+		return_query(fcinfo, sql.data, 0, NULL, NULL, NULL);
+	else
+	{
+		appendStringInfo(&sql, " WHERE %s = $1", cfg->org_col);
+		argtypes[0] = cfg->org_type;
+		values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+		return_query(fcinfo, sql.data, 1, argtypes, values, NULL);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/* Check history()'s arguments before anything runs. */
+static void
+check_history_args(FunctionCallInfo fcinfo, const MbConfig *cfg)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("org id must not be NULL")));
+	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 1 || PG_GETARG_INT32(1) > 10000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rows must be between 1 and 10000")));
+	if (!PG_ARGISNULL(2) && cfg->created_col == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("history() cannot page by time: no created column is attached"),
+				 errhint("Attach the table with created_column set, or leave "
+						 "before NULL.")));
+}
+
+/*
+ * history(org_id, max_rows, before)
+ *		The org's messages, newest first: the wallet page.
+ */
+Datum
+history(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	StringInfoData sql;
+	Oid			argtypes[3];
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	const char *created;
+
+	SPI_connect();
+	cfg = mb_config();
+	check_history_args(fcinfo, cfg);
+	created = cfg->created_col ?
+		psprintf("%s::pg_catalog.timestamptz", cfg->created_col) :
+		"NULL::pg_catalog.timestamptz";
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT %s::pg_catalog.text, %s, %s::pg_catalog.int8, %s,"
+					 " cost_credits::pg_catalog.numeric,"
+					 " billing_status::pg_catalog.text, charged_at, billing_error"
+					 " FROM %s WHERE %s = $1 AND ($3 IS NULL OR %s < $3)"
+					 " ORDER BY %s%s DESC LIMIT $2",
+					 cfg->key_col, created, cfg->tokens_col,
+					 cfg->model_col ?
+					 psprintf("%s::pg_catalog.text", cfg->model_col) :
+					 "NULL::pg_catalog.text",
+					 cfg->relname, cfg->org_col, created,
+					 cfg->created_col ? psprintf("%s DESC, ", cfg->created_col) : "",
+					 cfg->key_col);
+	argtypes[0] = cfg->org_type;
+	argtypes[1] = INT4OID;
+	argtypes[2] = TIMESTAMPTZOID;
+	values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	values[1] = PG_GETARG_DATUM(1);
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	return_query(fcinfo, sql.data, 3, argtypes, values, nulls);
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * One verify() check: name, and a query that returns the number of
+ * offending rows and one example.
+ */
+static void
+append_check(StringInfo sql, const char *name, const char *what,
+			 const char *offenders)
+{
+	if (sql->len > 0)
+		appendStringInfoString(sql, " UNION ALL ");
+	appendStringInfo(sql,
+					 "SELECT '%s'::pg_catalog.text, n = 0,"
+					 " CASE WHEN n = 0 THEN '%s'::pg_catalog.text"
+					 " ELSE n || ' offending, e.g. ' || example END"
+					 " FROM (SELECT pg_catalog.count(*) AS n,"
+					 " pg_catalog.min(x) AS example FROM (%s) o(x)) s",
+					 name, what, offenders);
+}
+
+/*
+ * verify() -> (check_name, ok, detail)
+ *		The invariants that make the books reconcile.
+ */
+Datum
+verify(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	StringInfoData sql;
+	const char *t;
+	const char *o;
+
+	SPI_connect();
+	cfg = mb_config();
+	t = cfg->relname;
+	o = cfg->org_col;
+	initStringInfo(&sql);
+	append_check(&sql, "balance_matches_ledger",
+				 "every wallet balance equals the sum of its ledger entries",
+				 "SELECT 'org ' || COALESCE(c.org_id, l.org_id)::pg_catalog.text"
+				 " || ': balance ' || COALESCE(c.balance::pg_catalog.text, 'missing')"
+				 " || ', ledger ' || COALESCE(l.total, 0)"
+				 " FROM msgbilling.credits c FULL JOIN"
+				 " (SELECT org_id, pg_catalog.sum(amount) AS total"
+				 " FROM msgbilling.ledger GROUP BY org_id) l ON l.org_id = c.org_id"
+				 " WHERE c.org_id IS NULL"
+				 " OR c.balance <> COALESCE(l.total, 0)");
+	append_check(&sql, "ledger_running_balance",
+				 "every ledger entry's balance_after is the running sum of its org",
+				 "SELECT 'entry ' || id || ': balance_after ' || balance_after"
+				 " || ', running sum ' || run FROM (SELECT id, balance_after,"
+				 " pg_catalog.sum(amount) OVER (PARTITION BY org_id ORDER BY id) AS run"
+				 " FROM msgbilling.ledger) r WHERE balance_after <> run");
+	append_check(&sql, "charges_match_ledger",
+				 "per org, the costs of charged messages equal the net ledger charges",
+				 psprintf("SELECT 'org ' || COALESCE(a.org::pg_catalog.text,"
+						  " b.org_id::pg_catalog.text) || ': messages '"
+						  " || COALESCE(a.s, 0) || ', ledger ' || COALESCE(b.s, 0)"
+						  " FROM (SELECT %s AS org, pg_catalog.sum(cost_credits) AS s"
+						  " FROM %s WHERE billing_status = 'charged' GROUP BY 1) a"
+						  " FULL JOIN (SELECT org_id, -pg_catalog.sum(amount) AS s"
+						  " FROM msgbilling.ledger WHERE kind IN ('charge', 'refund')"
+						  " GROUP BY org_id) b ON b.org_id = a.org"
+						  " WHERE COALESCE(a.s, 0) <> COALESCE(b.s, 0)", o, t));
+	append_check(&sql, "charge_entries_match_messages",
+				 "every charge entry debits exactly the messages that point to it",
+				 psprintf("SELECT 'entry ' || l.id || ': amount ' || -l.amount"
+						  " || ' for ' || l.message_count || ' messages, found '"
+						  " || COALESCE(m.s, 0) || ' for ' || COALESCE(m.n, 0)"
+						  " FROM msgbilling.ledger l LEFT JOIN"
+						  " (SELECT billing_ledger_id AS id, pg_catalog.sum(cost_credits) AS s,"
+						  " pg_catalog.count(*) AS n FROM %s"
+						  " WHERE billing_ledger_id IS NOT NULL GROUP BY 1) m"
+						  " ON m.id = l.id WHERE l.kind = 'charge'"
+						  " AND (COALESCE(m.s, 0) <> -l.amount"
+						  " OR COALESCE(m.n, 0) <> l.message_count)", t));
+	append_check(&sql, "charged_messages_complete",
+				 "every charged or refunded message has a cost, charged_at and ledger entry",
+				 psprintf("SELECT 'message ' || %s::pg_catalog.text FROM %s"
+						  " WHERE billing_status IN ('charged', 'refunded')"
+						  " AND (cost_credits IS NULL OR charged_at IS NULL"
+						  " OR billing_ledger_id IS NULL)", cfg->key_col, t));
+	append_check(&sql, "no_charge_on_other_status",
+				 "no pending, failed or legacy message carries a charge",
+				 psprintf("SELECT 'message ' || %s::pg_catalog.text FROM %s"
+						  " WHERE billing_status NOT IN ('charged', 'refunded')"
+						  " AND (cost_credits IS NOT NULL OR charged_at IS NOT NULL"
+						  " OR billing_ledger_id IS NOT NULL)", cfg->key_col, t));
+	return_query(fcinfo, sql.data, 0, NULL, NULL, NULL);
+	SPI_finish();
+	return (Datum) 0;
+}

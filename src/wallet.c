@@ -1,0 +1,443 @@
+/*
+ * wallet.c
+ *		Wallets and the money that moves outside billing: top_up, adjust,
+ *		set_overdraft, balance, refund and retry_failed.
+ *
+ * Every balance change locks the org's wallet row, changes the balance and
+ * appends its ledger entry in one statement, so that balance = sum of the
+ * ledger holds at every commit.  These functions wait for the wallet lock;
+ * billers never wait, so no wait cycle can form (see billing.c).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+#include "config.h"
+#include "convert.h"
+#include "msgbilling.h"
+
+PG_FUNCTION_INFO_V1(top_up);
+PG_FUNCTION_INFO_V1(adjust);
+PG_FUNCTION_INFO_V1(balance);
+PG_FUNCTION_INFO_V1(set_overdraft);
+PG_FUNCTION_INFO_V1(refund);
+PG_FUNCTION_INFO_V1(retry_failed);
+
+/* Amounts at or above this do not fit a numeric(20,6) balance. */
+#define MB_AMOUNT_LIMIT "100000000000000"
+
+/* Run SQL with arguments; anything but the expected result is a bug. */
+static void
+run(const char *sql, int nargs, Oid *argtypes, Datum *values,
+	const char *nulls, int expected)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
+											false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "wallet statement returned %s, expected %s",
+			 SPI_result_code_string(ret), SPI_result_code_string(expected));
+}
+
+/* Column 1 of row 0 of the last result. */
+static Datum
+first_value(bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						 isnull);
+}
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+}
+
+static int
+num_cmp(Datum a, Datum b)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, a, b));
+}
+
+/*
+ * Error unless amount is a finite number of credits with at most six
+ * decimals and below MB_AMOUNT_LIMIT in size; sign is 1 (must be > 0),
+ * 0 (must be >= 0) or -1 (any sign but zero).
+ */
+static void
+check_amount(Datum amount, int sign, const char *what)
+{
+	Datum		limit = DirectFunctionCall3(numeric_in,
+											CStringGetDatum(MB_AMOUNT_LIMIT),
+											ObjectIdGetDatum(InvalidOid),
+											Int32GetDatum(-1));
+	Datum		zero = NumericGetDatum(int64_to_numeric(0));
+	Datum		absval = DirectFunctionCall1(numeric_abs, amount);
+	Datum		rounded = DirectFunctionCall2(numeric_round, amount,
+											  Int32GetDatum(6));
+	bool		bad_sign = (sign > 0 && num_cmp(amount, zero) <= 0) ||
+		(sign == 0 && num_cmp(amount, zero) < 0) ||
+		(sign < 0 && num_cmp(amount, zero) == 0);
+
+	if (numeric_is_nan(DatumGetNumeric(amount)) ||
+		num_cmp(absval, limit) >= 0 || bad_sign)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be %s and finite, not %s", what,
+						sign > 0 ? "greater than zero" :
+						sign == 0 ? "zero or more" : "non-zero",
+						mb_datum_text(amount, NUMERICOID)),
+				 errdetail("Amounts are credits below %s.", MB_AMOUNT_LIMIT)));
+	if (num_cmp(rounded, amount) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s has more than 6 decimal places: %s", what,
+						mb_datum_text(amount, NUMERICOID)),
+				 errhint("Round it to 6 decimal places; credits are kept to "
+						 "the millionth.")));
+}
+
+/* Create the org's wallet if it has none; never waits on an existing one. */
+static void
+ensure_wallet(const MbConfig *cfg, Datum org)
+{
+	Oid			argtypes[1] = {cfg->org_type};
+
+	run("INSERT INTO msgbilling.credits (org_id) VALUES ($1)"
+		" ON CONFLICT (org_id) DO NOTHING",
+		1, argtypes, &org, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * Lock the org's wallet and return its balance; *found is false when it
+ * has none.
+ */
+static Datum
+lock_wallet(const MbConfig *cfg, Datum org, bool *found)
+{
+	Oid			argtypes[1] = {cfg->org_type};
+	bool		isnull;
+
+	run("SELECT balance FROM msgbilling.credits WHERE org_id = $1 FOR UPDATE",
+		1, argtypes, &org, NULL, SPI_OK_SELECT);
+	*found = SPI_processed > 0;
+	return *found ? first_value(&isnull) : (Datum) 0;
+}
+
+/*
+ * Add amount to the org's locked wallet and append its ledger entry.
+ * Returns the new balance.
+ */
+static Datum
+move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
+		   Datum note, bool note_null, Datum key, bool key_null,
+		   const char *message_id)
+{
+	Oid			argtypes[6] = {cfg->org_type, NUMERICOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	values[0] = org;
+	values[1] = amount;
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = note;
+	values[4] = key;
+	values[5] = message_id ? CStringGetTextDatum(message_id) : (Datum) 0;
+	nulls[3] = note_null ? 'n' : ' ';
+	nulls[4] = key_null ? 'n' : ' ';
+	nulls[5] = message_id ? ' ' : 'n';
+	run("WITH w AS (UPDATE msgbilling.credits"
+		" SET balance = balance + $2, updated_at = pg_catalog.now()"
+		" WHERE org_id = $1 RETURNING org_id, balance)"
+		" INSERT INTO msgbilling.ledger (org_id, kind, amount, balance_after,"
+		" note, idempotency_key, message_id)"
+		" SELECT w.org_id, $3, $2, w.balance, $4, $5, $6 FROM w"
+		" RETURNING balance_after",
+		6, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
+	if (SPI_processed != 1)
+		elog(ERROR, "wallet to credit was not found");
+	return first_value(&isnull);
+}
+
+/*
+ * Make the org's insufficient_credits failures pending again, after its
+ * spending limit went up.  Rows another session is billing are skipped:
+ * they are not failed any more when it commits.
+ */
+static void
+repend_insufficient(const MbConfig *cfg, Datum org)
+{
+	Oid			argtypes[1] = {cfg->org_type};
+	char	   *sql = psprintf("UPDATE %s m SET billing_status = 'pending',"
+							   " billing_error = NULL WHERE m.%s IN"
+							   " (SELECT f.%s FROM %s f WHERE f.%s = $1"
+							   " AND f.billing_status = 'failed'"
+							   " AND f.billing_error = 'insufficient_credits'"
+							   " FOR UPDATE SKIP LOCKED)",
+							   cfg->relname, cfg->key_col, cfg->key_col,
+							   cfg->relname, cfg->org_col);
+
+	run(sql, 1, argtypes, &org, NULL, SPI_OK_UPDATE);
+}
+
+/*
+ * If key was used before, return true and the current balance: the top-up
+ * it named is done.  A key reused for another org or amount is an error.
+ */
+static bool
+replayed_top_up(const MbConfig *cfg, Datum org, Datum amount, Datum key,
+				Datum *balance)
+{
+	Oid			argtypes[3] = {TEXTOID, cfg->org_type, NUMERICOID};
+	Datum		values[3] = {key, org, amount};
+	bool		isnull;
+	bool		found;
+
+	run("SELECT kind = 'top_up' AND org_id = $2 AND amount = $3"
+		" FROM msgbilling.ledger WHERE idempotency_key = $1",
+		3, argtypes, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	if (!DatumGetBool(first_value(&isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("idempotency key \"%s\" was already used for another top-up",
+						TextDatumGetCString(key)),
+				 errdetail("A key may be repeated only with the same org and amount."),
+				 errhint("Use a new key for a new top-up.")));
+	*balance = lock_wallet(cfg, org, &found);
+	return true;
+}
+
+/*
+ * top_up(org_id, amount, note, idempotency_key) -> numeric
+ *		Credit a wallet, creating it if needed; return the new balance.
+ *		A repeated idempotency key credits nothing and returns the balance.
+ */
+Datum
+top_up(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	Datum		org;
+	Datum		amount;
+	Datum		result;
+	bool		found;
+
+	require_arg(fcinfo, 0, "org id");
+	require_arg(fcinfo, 1, "amount");
+	amount = PG_GETARG_DATUM(1);
+	check_amount(amount, 1, "amount");
+	SPI_connect();
+	cfg = mb_config();
+	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	ensure_wallet(cfg, org);
+	(void) lock_wallet(cfg, org, &found);
+	if (PG_ARGISNULL(3) ||
+		!replayed_top_up(cfg, org, amount, PG_GETARG_DATUM(3), &result))
+	{
+		result = move_money(cfg, org, amount, "top_up",
+							PG_GETARG_DATUM(2), PG_ARGISNULL(2),
+							PG_GETARG_DATUM(3), PG_ARGISNULL(3), NULL);
+		repend_insufficient(cfg, org);
+	}
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * adjust(org_id, amount, note) -> numeric
+ *		A manual correction of either sign, with its reason.
+ */
+Datum
+adjust(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	Datum		org;
+	Datum		amount;
+	Datum		result;
+	bool		found;
+
+	require_arg(fcinfo, 0, "org id");
+	require_arg(fcinfo, 1, "amount");
+	require_arg(fcinfo, 2, "note");
+	amount = PG_GETARG_DATUM(1);
+	check_amount(amount, -1, "amount");
+	SPI_connect();
+	cfg = mb_config();
+	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	ensure_wallet(cfg, org);
+	(void) lock_wallet(cfg, org, &found);
+	result = move_money(cfg, org, amount, "adjustment", PG_GETARG_DATUM(2),
+						false, (Datum) 0, true, NULL);
+	repend_insufficient(cfg, org);
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* balance(org_id) -> numeric, NULL for an org without a wallet. */
+Datum
+balance(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	Datum		org;
+	Oid			argtypes[1];
+	bool		isnull = true;
+	Datum		result = (Datum) 0;
+	int			ret;
+
+	require_arg(fcinfo, 0, "org id");
+	SPI_connect();
+	cfg = mb_config();
+	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	argtypes[0] = cfg->org_type;
+	ret = SPI_execute_with_args("SELECT balance FROM msgbilling.credits"
+								" WHERE org_id = $1",
+								1, argtypes, &org, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "balance look-up returned %s", SPI_result_code_string(ret));
+	if (SPI_processed > 0)
+		result = SPI_datumTransfer(first_value(&isnull), false, -1);
+	SPI_finish();
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * set_overdraft(org_id, limit)
+ *		How far below zero the org's balance may go; creates the wallet.
+ */
+Datum
+set_overdraft(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	Oid			argtypes[2];
+	Datum		values[2];
+	bool		found;
+
+	require_arg(fcinfo, 0, "org id");
+	require_arg(fcinfo, 1, "limit");
+	check_amount(PG_GETARG_DATUM(1), 0, "overdraft limit");
+	SPI_connect();
+	cfg = mb_config();
+	values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	values[1] = PG_GETARG_DATUM(1);
+	argtypes[0] = cfg->org_type;
+	argtypes[1] = NUMERICOID;
+	ensure_wallet(cfg, values[0]);
+	(void) lock_wallet(cfg, values[0], &found);
+	run("UPDATE msgbilling.credits SET overdraft_limit = $2,"
+		" updated_at = pg_catalog.now() WHERE org_id = $1",
+		2, argtypes, values, NULL, SPI_OK_UPDATE);
+	repend_insufficient(cfg, values[0]);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* Error unless a locked message may be refunded. */
+static void
+check_refundable(const MbConfig *cfg, Datum key, const char *status)
+{
+	char	   *id = mb_datum_text(key, cfg->key_type);
+
+	if (strcmp(status, MB_REFUNDED) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("message %s was already refunded", id)));
+	if (strcmp(status, MB_CHARGED) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("message %s is not charged", id),
+				 errdetail("Its billing status is %s.", status),
+				 errhint("Only charged messages can be refunded.")));
+}
+
+/*
+ * refund(message_id, note) -> numeric
+ *		Credit a charged message's cost back; return the new balance.
+ *		Lock order: the message, then its org's wallet.
+ */
+Datum
+refund(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	Oid			argtypes[1];
+	Datum		key;
+	Datum		org;
+	Datum		cost;
+	Datum		result;
+	bool		isnull;
+	bool		found;
+	char	   *status;
+
+	require_arg(fcinfo, 0, "message id");
+	SPI_connect();
+	cfg = mb_config();
+	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
+	argtypes[0] = cfg->key_type;
+	run(psprintf("SELECT billing_status::pg_catalog.text, %s, cost_credits"
+				 " FROM %s WHERE %s = $1 FOR UPDATE",
+				 cfg->org_col, cfg->relname, cfg->key_col),
+		1, argtypes, &key, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist in %s",
+						mb_datum_text(key, cfg->key_type), cfg->relname)));
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	org = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	cost = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	check_refundable(cfg, key, status);
+	ensure_wallet(cfg, org);
+	(void) lock_wallet(cfg, org, &found);
+	result = move_money(cfg, org, cost, "refund", PG_GETARG_DATUM(1),
+						PG_ARGISNULL(1), (Datum) 0, true,
+						mb_datum_text(key, cfg->key_type));
+	run(psprintf("UPDATE %s SET billing_status = 'refunded' WHERE %s = $1",
+				 cfg->relname, cfg->key_col),
+		1, argtypes, &key, NULL, SPI_OK_UPDATE);
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * retry_failed(org_id) -> bigint
+ *		Make failed messages, of one org or all, pending again.  Rows
+ *		another session is billing right now are skipped.
+ */
+Datum
+retry_failed(PG_FUNCTION_ARGS)
+{
+	const MbConfig *cfg;
+	Oid			argtypes[1];
+	Datum		org = (Datum) 0;
+	char	   *sql;
+	uint64		n;
+
+	SPI_connect();
+	cfg = mb_config();
+	argtypes[0] = cfg->org_type;
+	sql = psprintf("UPDATE %s m SET billing_status = 'pending',"
+				   " billing_error = NULL WHERE m.%s IN"
+				   " (SELECT f.%s FROM %s f WHERE f.billing_status = 'failed'"
+				   " AND ($1 IS NULL OR f.%s = $1) FOR UPDATE SKIP LOCKED)",
+				   cfg->relname, cfg->key_col, cfg->key_col, cfg->relname,
+				   cfg->org_col);
+	if (!PG_ARGISNULL(0))
+		org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	run(sql, 1, argtypes, &org, PG_ARGISNULL(0) ? "n" : NULL, SPI_OK_UPDATE);
+	n = SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT64((int64) n);
+}

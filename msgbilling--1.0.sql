@@ -291,11 +291,13 @@ BEGIN
                                    'timestamp with time zone');
     PERFORM msgbilling._add_column(messages, 'billing_error', 'text');
     PERFORM msgbilling._add_column(messages, 'billing_ledger_id', 'bigint');
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check',
-                   messages);
-    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
-                   ' CHECK (billing_status IN (''pending'', ''charged'','
-                   ' ''failed'', ''refunded'', ''legacy''))', messages);
+    PERFORM FROM pg_catalog.pg_constraint c
+      WHERE c.conrelid = messages AND c.conname = 'msgbilling_status_check';
+    IF NOT FOUND THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
+                       ' CHECK (billing_status IN (''pending'', ''charged'','
+                       ' ''failed'', ''refunded'', ''legacy''))', messages);
+    END IF;
 
     PERFORM msgbilling._set_org_type(org_type);
     INSERT INTO msgbilling.config (messages, key_column, org_column,

@@ -207,12 +207,13 @@ append_check(StringInfo sql, const char *name, const char *what,
 	if (sql->len > 0)
 		appendStringInfoString(sql, " UNION ALL ");
 	appendStringInfo(sql,
-					 "SELECT '%s'::pg_catalog.text, n = 0,"
-					 " CASE WHEN n = 0 THEN '%s'::pg_catalog.text"
+					 "SELECT %s::pg_catalog.text, n = 0,"
+					 " CASE WHEN n = 0 THEN %s::pg_catalog.text"
 					 " ELSE n || ' offending, e.g. ' || example END"
 					 " FROM (SELECT pg_catalog.count(*) AS n,"
 					 " pg_catalog.min(x) AS example FROM (%s) o(x)) s",
-					 name, what, offenders);
+					 quote_literal_cstr(name), quote_literal_cstr(what),
+					 offenders);
 }
 
 /*

@@ -85,15 +85,21 @@ check_amount(Datum amount, int sign, const char *what)
 		(sign == 0 && num_cmp(amount, zero) < 0) ||
 		(sign < 0 && num_cmp(amount, zero) == 0);
 
-	if (numeric_is_nan(DatumGetNumeric(amount)) ||
-		num_cmp(absval, limit) >= 0 || bad_sign)
+	if (numeric_is_nan(DatumGetNumeric(amount)) || bad_sign ||
+		numeric_is_inf(DatumGetNumeric(amount)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be %s and finite, not %s", what,
 						sign > 0 ? "greater than zero" :
 						sign == 0 ? "zero or more" : "non-zero",
+						mb_datum_text(amount, NUMERICOID))));
+	if (num_cmp(absval, limit) >= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s %s is too large", what,
 						mb_datum_text(amount, NUMERICOID)),
-				 errdetail("Amounts are credits below %s.", MB_AMOUNT_LIMIT)));
+				 errdetail("Amounts must be below %s credits.",
+						   MB_AMOUNT_LIMIT)));
 	if (num_cmp(rounded, amount) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# test.sh — run every msgbilling test suite on a throwaway cluster and end
+# with one line "N passed, N failed".  Exits non-zero on any failure.
+#
+#   bash scripts/test.sh
+#
+# Installs what it needs on Debian 12 (as root, or through sudo), builds
+# with -Werror, installs the extension, and runs the suites as the
+# postgres OS user on a copy of the tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+passed=0
+failed=0
+
+# Count a pg_regress run's results from its output file.
+count_regress() {
+    local out=$1
+    local ok bad
+    ok=$(grep -Ec '^(test| ) .* \.\.\. ok|^ok [0-9]' "$out" || true)
+    bad=$(grep -Ec '\.\.\. FAILED|^not ok [0-9]' "$out" || true)
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+}
+
+# pg_regress and isolation suites, through PGXS's installcheck.
+run_regress() {
+    echo "== pg_regress and isolation suites"
+    local out="$MB_WORK/regress.out"
+    if ! as_pg make -C "$MB_WORK/tree" -s PG_CONFIG="$PG_BIN/pg_config" \
+            installcheck >"$out" 2>&1; then
+        cat "$MB_WORK/tree"/regression.diffs "$MB_WORK/tree"/output_iso/regression.diffs \
+            2>/dev/null | head -200 || true
+    fi
+    cat "$out"
+    count_regress "$out"
+}
+
+mb_install_deps
+mb_build
+mb_workdir
+trap mb_cleanup EXIT
+cp -a . "$MB_WORK/tree"
+as_root chown -R postgres "$MB_WORK/tree"
+mb_cluster_start 5491 "max_prepared_transactions = 10"
+run_regress
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

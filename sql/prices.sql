@@ -1,0 +1,91 @@
+-- Versioned prices: set_price, price_at, and how messages are priced.
+CREATE EXTENSION msgbilling;
+
+-- Bad prices are refused.
+SELECT msgbilling.set_price('gpt-4o', -0.1, '2024-01-01');
+SELECT msgbilling.set_price('gpt-4o', 'NaN', '2024-01-01');
+SELECT msgbilling.set_price('gpt-4o', 'Infinity', '2024-01-01');
+SELECT msgbilling.set_price('gpt-4o', NULL, '2024-01-01');
+SELECT msgbilling.set_price('gpt-4o', 0.1, NULL);
+SELECT msgbilling.set_price('gpt-4o', 0.1, 'infinity');
+SELECT msgbilling.set_price('', 0.1, '2024-01-01');
+
+-- Versions: a default (model NULL) and per-model prices, each from a time.
+SELECT msgbilling.set_price(NULL, 0.001, '2024-01-01') > 0 AS default_set;
+SELECT msgbilling.set_price('gpt-4o', 0.01, '2024-01-01') > 0 AS set;
+SELECT msgbilling.set_price('gpt-4o', 0.02, '2024-06-01') > 0 AS raised;
+-- A zero price is allowed (a free model).
+SELECT msgbilling.set_price('free-model', 0, '2024-01-01') > 0 AS free;
+-- A price is never rewritten: the same model and time again is an error.
+SELECT msgbilling.set_price('gpt-4o', 0.05, '2024-06-01');
+SELECT msgbilling.set_price(NULL, 0.05, '2024-01-01');
+-- A price in the future is stored, and applies from its time on.
+SELECT msgbilling.set_price('gpt-4o', 0.03, now() + interval '1 day') > 0 AS scheduled;
+
+SELECT model, credits_per_token FROM msgbilling.prices ORDER BY id;
+
+-- price_at: the model's price in effect at a time, else the default's.
+SELECT msgbilling.price_at('gpt-4o', '2024-03-01') AS march,
+       msgbilling.price_at('gpt-4o', '2024-07-01') AS july,
+       msgbilling.price_at('gpt-4o') AS now,
+       msgbilling.price_at('unknown-model', '2024-03-01') AS fallback,
+       msgbilling.price_at('gpt-4o', '2023-01-01') AS before_any;
+
+-- Messages are priced at their creation time; without a created column,
+-- at billing time.
+CREATE TABLE messages (
+    id bigint PRIMARY KEY,
+    org_id text NOT NULL,
+    tokens_used bigint,
+    model varchar(40),
+    created_at timestamptz
+);
+SELECT msgbilling.attach('messages', model_column => 'model',
+                         created_column => 'created_at');
+SELECT msgbilling.top_up('acme', 1000);
+INSERT INTO messages (id, org_id, tokens_used, model, created_at) VALUES
+    (1, 'acme', 100, 'gpt-4o', '2024-03-01'),     -- 0.01 => 1.000000
+    (2, 'acme', 100, 'gpt-4o', '2024-07-01'),     -- 0.02 => 2.000000
+    (3, 'acme', 100, 'other', '2024-07-01'),      -- default => 0.100000
+    (4, 'acme', 100, NULL, '2024-07-01'),         -- default => 0.100000
+    (5, 'acme', 100, 'free-model', '2024-07-01'), -- 0 => 0.000000, charged
+    (6, 'acme', 100, 'gpt-4o', '2023-06-01'),     -- no price yet => no_price
+    (7, 'acme', 100, 'gpt-4o', NULL);             -- no time: billing time
+SELECT * FROM msgbilling.process_all_pending();
+SELECT id, model, created_at::date, billing_status, cost_credits, billing_error
+  FROM messages ORDER BY id;
+
+-- Rounding: cost = round(tokens * price, 6), half away from zero.
+SELECT msgbilling.set_price('tiny', 0.0000005, '2024-01-01') > 0 AS set;
+SELECT msgbilling.set_price('third', 0.00000033333333, '2024-01-01') > 0 AS set;
+INSERT INTO messages (id, org_id, tokens_used, model, created_at) VALUES
+    (10, 'acme', 1, 'tiny', '2024-07-01'),        -- 0.0000005 => 0.000001
+    (11, 'acme', 3, 'tiny', '2024-07-01'),        -- 0.0000015 => 0.000002
+    (12, 'acme', 1, 'third', '2024-07-01'),       -- 0.00000033 => 0.000000
+    (13, 'acme', 3, 'third', '2024-07-01'),       -- 0.00000099999999 => 0.000001
+    (14, 'acme', 1000000000, 'third', '2024-07-01'); -- 333.33333 => 333.333330
+SELECT * FROM msgbilling.process_all_pending();
+SELECT id, tokens_used, cost_credits, billing_status FROM messages
+ WHERE id >= 10 ORDER BY id;
+-- The charge entry is the exact sum of the rounded costs.
+SELECT amount FROM msgbilling.ledger WHERE kind = 'charge' ORDER BY id DESC LIMIT 1;
+
+-- A cost beyond numeric(10,6) fails the message instead of the batch.
+INSERT INTO messages (id, org_id, tokens_used, model, created_at) VALUES
+    (20, 'acme', 100000000000, 'gpt-4o', '2024-07-01'),
+    (21, 'acme', 10, 'gpt-4o', '2024-07-01');
+SELECT * FROM msgbilling.process_all_pending();
+SELECT id, billing_status, cost_credits, billing_error FROM messages
+ WHERE id >= 20 ORDER BY id;
+
+-- A retroactive price (a correction) prices the failed message on retry.
+SELECT msgbilling.set_price('gpt-4o', 0.005, '2023-01-01') > 0 AS set;
+SELECT msgbilling.retry_failed('acme');
+SELECT * FROM msgbilling.process_all_pending();
+SELECT id, billing_status, cost_credits, billing_error FROM messages
+ WHERE id IN (6, 20) ORDER BY id;
+SELECT check_name, ok FROM msgbilling.verify();
+
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+DROP TABLE messages;
+DROP EXTENSION msgbilling;

@@ -175,7 +175,7 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 
 /*
  * Make the org's insufficient_credits failures pending again, after its
- * spending limit went up.  Rows another session is billing are skipped:
+ * wallet changed (top-up, adjustment, refund, overdraft).  Rows another session is billing are skipped:
  * they are not failed any more when it commits.
  */
 static void
@@ -412,6 +412,7 @@ refund(PG_FUNCTION_ARGS)
 	run(psprintf("UPDATE %s SET billing_status = 'refunded' WHERE %s = $1",
 				 cfg->relname, cfg->key_col),
 		1, argtypes, &key, NULL, SPI_OK_UPDATE);
+	repend_insufficient(cfg, org);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);

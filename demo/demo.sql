@@ -1,0 +1,152 @@
+-- demo.sql — msgbilling's main job as a walkthrough.  An app saves LLM
+-- messages with their token counts; msgbilling bills them afterwards
+-- against per-org wallets.  Run by scripts/demo.sh on a throwaway cluster;
+-- random() is seeded, so every run bills the same messages the same way.
+
+\set ON_ERROR_STOP on
+\pset footer off
+
+\echo
+\echo '== 1. The app before billing: a messages table with some history'
+CREATE EXTENSION msgbilling;
+-- One [msgbilling] line per billing call, shown here instead of the log.
+SET msgbilling.log_level = notice;
+
+CREATE TABLE messages (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    content text,
+    model text,
+    tokens_used integer,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- 200 customer orgs with stable ids, and how each will fund its wallet.
+CREATE FUNCTION org(n integer) RETURNS uuid
+    LANGUAGE sql IMMUTABLE RETURN md5('org-' || n)::uuid;
+CREATE TABLE orgs AS
+SELECT n, org(n) AS org_id,
+       CASE WHEN n <= 165 THEN 'generous'   -- buys plenty of credits
+            WHEN n <= 194 THEN 'short'      -- buys too few
+            WHEN n <= 199 THEN 'no wallet'  -- never bought any
+            ELSE 'overdraft' END AS plan    -- a few credits and a credit line
+  FROM generate_series(1, 200) n;
+
+-- Messages from before billing existed: the old system charged for them.
+SELECT setseed(0.1) \gset
+INSERT INTO messages (org_id, content, model, tokens_used, created_at)
+SELECT org(1 + floor(random() * 200)::int), 'old message ' || i, 'gpt-4',
+       100 + floor(random() * 2000)::int,
+       now() - interval '30 days' - random() * interval '60 days'
+  FROM generate_series(1, 300) i;
+SELECT count(*) AS old_messages FROM messages;
+
+\echo
+\echo '== 2. Attach msgbilling: billing columns added, old messages become legacy'
+SELECT msgbilling.attach('messages', model_column => 'model',
+                         created_column => 'created_at');
+\d messages
+SELECT billing_status, count(*) FROM messages GROUP BY 1;
+
+\echo
+\echo '== 3. Prices in credits per token, versioned: gpt-4o got cheaper 2 days ago'
+-- A message is billed at the price in effect when it was created, so the
+-- first prices take effect in the past, before any message to bill.
+SELECT count(msgbilling.set_price(model, price, since)) AS prices_set
+  FROM (VALUES (NULL, 0.0005, '2024-01-01'::timestamptz),  -- default: other models
+               ('gpt-4o-mini', 0.00006, '2024-01-01'),
+               ('gpt-4o', 0.0015, '2024-01-01'),
+               ('gpt-4o', 0.0010, now() - interval '2 days'),
+               ('claude-3-5-sonnet', 0.0012, '2024-01-01')) p(model, price, since);
+SELECT COALESCE(model, '(default)') AS model, credits_per_token,
+       effective_from::timestamp(0) AS effective_from
+  FROM msgbilling.prices ORDER BY model NULLS FIRST, effective_from;
+
+\echo
+\echo '== 4. Wallets: most orgs top up, some too little, five never did, one may overdraw'
+SELECT plan, count(*) AS orgs,
+       sum(msgbilling.top_up(org_id, CASE plan WHEN 'generous' THEN 100
+                                               WHEN 'short' THEN 8 ELSE 5 END,
+                             note => 'first credit pack')) AS credits_bought
+  FROM orgs WHERE plan <> 'no wallet' GROUP BY plan ORDER BY plan;
+-- Org 200 may go 40 credits below zero.
+SELECT msgbilling.set_overdraft(org(200), 40);
+
+\echo
+\echo '== 5. The app at work: 6000 new messages over the last 4 days, all pending'
+SELECT setseed(0.2) \gset
+INSERT INTO messages (org_id, content, model, tokens_used, created_at)
+SELECT org(1 + floor(random() * 200)::int),
+       'message ' || i,
+       (ARRAY['gpt-4o-mini', 'gpt-4o-mini', 'gpt-4o-mini', 'gpt-4o-mini',
+              'gpt-4o', 'gpt-4o', 'gpt-4o', 'claude-3-5-sonnet',
+              'claude-3-5-sonnet', 'llama-3.1-70b'])[1 + floor(random() * 10)::int],
+       -- 50 to 8000 tokens, small messages more common; now and then the
+       -- provider reports no usage at all
+       CASE WHEN random() < 0.002 THEN NULL
+            ELSE floor(exp(ln(50) + random() * ln(160)))::int END,
+       now() - random() * interval '4 days'
+  FROM generate_series(1, 6000) i;
+SELECT billing_status, count(*) FROM messages GROUP BY 1 ORDER BY 1;
+
+\echo
+\echo '== 6. Bill the backlog, committing every 1000 messages'
+CALL msgbilling.drain(1000);
+
+\echo
+\echo '== 7. The result'
+SELECT * FROM msgbilling.stats();
+
+\echo '-- why messages failed'
+SELECT billing_error, count(*) AS messages, count(DISTINCT org_id) AS orgs
+  FROM messages WHERE billing_status = 'failed'
+ GROUP BY 1 ORDER BY 2 DESC;
+
+\echo '-- the migration guide''s monitoring queries'
+SELECT COUNT(*) FROM messages WHERE billing_status = 'pending';
+SELECT COUNT(*) FROM messages WHERE billing_status = 'charged';
+SELECT COUNT(*) FROM messages WHERE billing_status = 'failed';
+
+\echo '-- each message was billed at the price in effect when it was created'
+SELECT model, round(cost_credits / tokens_used, 6) AS credits_per_token,
+       count(*) AS messages, min(created_at)::timestamp(0) AS first_created,
+       max(created_at)::timestamp(0) AS last_created
+  FROM messages WHERE billing_status = 'charged'
+ GROUP BY 1, 2 ORDER BY 1, 2 DESC;
+
+\echo '-- top 5 orgs by spend'
+SELECT o.n AS org, o.plan, count(*) AS messages, sum(m.cost_credits) AS spent,
+       msgbilling.balance(m.org_id) AS balance
+  FROM messages m JOIN orgs o USING (org_id)
+ WHERE m.billing_status = 'charged'
+ GROUP BY o.n, o.plan, m.org_id ORDER BY spent DESC LIMIT 5;
+
+\echo '-- org 200 used its credit line: the balance is below zero'
+SELECT msgbilling.balance(org(200)) AS balance, s.*
+  FROM msgbilling.stats(org(200)) s;
+
+\echo
+\echo '== 8. An org that ran out of credits'
+SELECT o.n AS broke_n, o.org_id AS broke_org
+  FROM messages m JOIN orgs o USING (org_id)
+ WHERE m.billing_error = 'insufficient_credits'
+ GROUP BY o.n, o.org_id ORDER BY count(*) DESC, o.n LIMIT 1 \gset
+\echo 'org' :broke_n 'balance and latest messages (history, newest first):'
+SELECT msgbilling.balance(:'broke_org') AS balance;
+SELECT created_at::timestamp(0) AS created_at, tokens, model, cost_credits,
+       billing_status, failure_reason
+  FROM msgbilling.history(:'broke_org', 5);
+
+\echo
+\echo '== 9. It buys more credits: the top-up makes its failures pending again'
+SELECT msgbilling.top_up(:'broke_org', 100, 'second credit pack') AS new_balance;
+SELECT billing_status, billing_error, count(*)
+  FROM messages WHERE org_id = :'broke_org' GROUP BY 1, 2 ORDER BY 1;
+-- Bill them now rather than waiting for the next drain.
+SELECT * FROM msgbilling.process_all_pending(:'broke_org');
+SELECT msgbilling.balance(:'broke_org') AS balance, s.*
+  FROM msgbilling.stats(:'broke_org') s;
+
+\echo
+\echo '== 10. The books reconcile'
+SELECT * FROM msgbilling.verify();

@@ -1,0 +1,63 @@
+-- CALL msgbilling.drain(): batches, each its own transaction.
+CREATE EXTENSION msgbilling;
+CREATE TABLE messages (
+    id bigint PRIMARY KEY,
+    org_id uuid NOT NULL,
+    tokens_used integer,
+    created_at timestamptz NOT NULL
+);
+SELECT msgbilling.attach('messages', created_column => 'created_at');
+SELECT msgbilling.set_price(NULL, 0.01, '2024-01-01') > 0 AS priced;
+\set a '''aaaaaaaa-0000-0000-0000-000000000000'''
+\set b '''bbbbbbbb-0000-0000-0000-000000000000'''
+SELECT msgbilling.top_up(:a, 100);
+SELECT msgbilling.top_up(:b, 100);
+INSERT INTO messages
+SELECT i, CASE WHEN i <= 6 THEN :a::uuid ELSE :b::uuid END, 10,
+       '2024-02-01'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 9) i;
+
+-- Bad arguments.
+CALL msgbilling.drain(0);
+CALL msgbilling.drain(1000001);
+CALL msgbilling.drain(NULL);
+CALL msgbilling.drain(10, 42);
+
+-- Inside a transaction block drain cannot commit: it bills in the
+-- caller's transaction, and a rollback undoes all of it.
+BEGIN;
+CALL msgbilling.drain(2);
+SELECT count(*) FILTER (WHERE billing_status = 'charged') AS charged FROM messages;
+ROLLBACK;
+SELECT count(*) FILTER (WHERE billing_status = 'pending') AS pending FROM messages;
+
+-- A batch is all or nothing, and the batches before a failing one stay
+-- committed: make the third batch (messages 5 and 6) fail.
+CREATE FUNCTION refuse_five() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = 5 AND NEW.billing_status = 'charged' THEN
+        RAISE EXCEPTION 'simulated failure billing message 5';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_five BEFORE UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION refuse_five();
+CALL msgbilling.drain(2, :a);
+SELECT id, billing_status FROM messages WHERE org_id = :a ORDER BY id;
+SELECT message_count FROM msgbilling.ledger WHERE kind = 'charge' ORDER BY id;
+SELECT check_name, ok FROM msgbilling.verify();
+DROP TRIGGER refuse_five ON messages;
+
+-- The org-scoped drain billed only its org; the rest goes now.
+CALL msgbilling.drain(2);
+SELECT org_id, count(*) AS charge_entries, sum(message_count) AS messages
+  FROM msgbilling.ledger WHERE kind = 'charge' GROUP BY org_id ORDER BY org_id;
+SELECT billing_status, count(*) FROM messages GROUP BY 1;
+-- Nothing left: drain returns at once.
+CALL msgbilling.drain();
+SELECT check_name, ok FROM msgbilling.verify();
+
+SELECT msgbilling.detach('messages', drop_columns => true);
+DROP TABLE messages;
+DROP FUNCTION refuse_five();
+DROP EXTENSION msgbilling;

@@ -17,6 +17,8 @@ PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text \
 	refund_retry report drain privileges
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
+ISOLATION = concurrent_billers drain_vs_app
+ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

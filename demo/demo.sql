@@ -70,7 +70,8 @@ SELECT plan, count(*) AS orgs,
                              note => 'first credit pack')) AS credits_bought
   FROM orgs WHERE plan <> 'no wallet' GROUP BY plan ORDER BY plan;
 -- Org 200 may go 40 credits below zero.
-SELECT msgbilling.set_overdraft(org(200), 40);
+SELECT msgbilling.set_overdraft(org(200), 40) \gset
+SELECT balance, overdraft_limit FROM msgbilling.credits WHERE org_id = org(200);
 
 \echo
 \echo '== 5. The app at work: 6000 new messages over the last 4 days, all pending'

@@ -149,5 +149,20 @@ SELECT msgbilling.balance(:'broke_org') AS balance, s.*
   FROM msgbilling.stats(:'broke_org') s;
 
 \echo
-\echo '== 10. The books reconcile'
+\echo '== 10. The app can also bill a message the moment it saves it'
+INSERT INTO messages (org_id, content, model, tokens_used)
+VALUES (org(1), 'a fresh answer', 'gpt-4o', 1500) RETURNING id AS msg \gset
+SELECT msgbilling.process_message_billing(:'msg') AS status;
+SELECT tokens_used, model, cost_credits, billing_status FROM messages WHERE id = :'msg';
+
+\echo
+\echo '== 11. The books reconcile'
 SELECT * FROM msgbilling.verify();
+-- Make scripts/demo.sh fail if any check does not hold.
+DO $$
+BEGIN
+    IF NOT (SELECT bool_and(ok) FROM msgbilling.verify()) THEN
+        RAISE EXCEPTION 'msgbilling.verify() found books that do not reconcile';
+    END IF;
+END $$;
+\echo 'All checks pass.'

@@ -13,19 +13,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
 
+repo=$PWD
+
 mb_install_deps
 mb_build
 mb_workdir
 trap mb_cleanup EXIT
+# The postgres user may not be allowed into the clone (say, under /root):
+# run its commands from the scratch directory, and let this shell, not
+# postgres, read the script.
+cd "$MB_WORK"
 mb_cluster_start 5492
 
 echo "== running demo/demo.sql on a throwaway cluster"
 start=$SECONDS
 as_pg "$PG_BIN/createdb" demo
-# The script is read by this shell, not by postgres, which may not be
-# allowed into the directory of the clone.
-as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d demo -f - <demo/demo.sql
+as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d demo <"$repo/demo/demo.sql"
 
 mb_cleanup
 trap - EXIT
-echo "== demo done in $((SECONDS - start)) s; cluster stopped and removed"
+echo "== done: demo.sql took $((SECONDS - start)) s; the cluster is stopped and removed"

@@ -24,17 +24,24 @@ count_regress() {
     failed=$((failed + bad))
 }
 
-# pg_regress and isolation suites, through PGXS's installcheck.
-run_regress() {
-    echo "== pg_regress and isolation suites"
-    local out="$MB_WORK/regress.out"
-    if ! as_pg make -C "$MB_WORK/tree" -s PG_CONFIG="$PG_BIN/pg_config" \
-            installcheck >"$out" 2>&1; then
-        cat "$MB_WORK/tree"/regression.diffs "$MB_WORK/tree"/output_iso/regression.diffs \
-            2>/dev/null | head -200 || true
+# One PGXS installcheck suite (regress or isolation), counted from its
+# output; a run that dies before it reports counts as one failure.
+run_installcheck() {
+    local name=$1; shift
+    local out="$MB_WORK/$name.out"
+    echo "== $name"
+    if as_pg make -C "$MB_WORK/tree" -s PG_CONFIG="$PG_BIN/pg_config" \
+            installcheck "$@" >"$out" 2>&1; then
+        cat "$out"
+        count_regress "$out"
+        return
     fi
     cat "$out"
+    cat "$MB_WORK/tree"/results_regress/regression.diffs \
+        "$MB_WORK/tree"/output_iso/regression.diffs 2>/dev/null | head -300 || true
+    local before=$failed
     count_regress "$out"
+    [ "$failed" -gt "$before" ] || failed=$((failed + 1))
 }
 
 mb_install_deps
@@ -44,7 +51,8 @@ trap mb_cleanup EXIT
 cp -a . "$MB_WORK/tree"
 as_root chown -R postgres "$MB_WORK/tree"
 mb_cluster_start 5491 "max_prepared_transactions = 10"
-run_regress
+run_installcheck pg_regress ISOLATION=
+run_installcheck isolation REGRESS=
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

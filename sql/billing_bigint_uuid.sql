@@ -79,6 +79,13 @@ SELECT l.org_id, l.amount, l.balance_after, l.message_count,
  GROUP BY l.id ORDER BY l.org_id;
 -- Nothing pending is left; a second run finds nothing.
 SELECT * FROM msgbilling.process_all_pending();
+-- Billing stays in order across runs too: b has unpaid messages, so a
+-- new cheap one of b fails as well, until b's wallet changes.
+INSERT INTO messages (id, org_id, tokens_used, created_at)
+VALUES (23, :b, 1, '2024-02-02 10:03');
+SELECT * FROM msgbilling.process_all_pending();
+SELECT msgbilling.process_message_billing(23);
+SELECT billing_error FROM messages WHERE id = 23;
 
 -- process_batch_billing: an id counts once; ids that are not billable now
 -- (charged, unknown) are skipped; failed ones are tried again.

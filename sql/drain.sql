@@ -22,6 +22,7 @@ CALL msgbilling.drain(0);
 CALL msgbilling.drain(1000001);
 CALL msgbilling.drain(NULL);
 CALL msgbilling.drain(10, 42);
+CALL msgbilling.drain(10, 'not-a-uuid');
 
 -- Inside a transaction block drain cannot commit: it bills in the
 -- caller's transaction, and a rollback undoes all of it.
@@ -53,11 +54,20 @@ CALL msgbilling.drain(2);
 SELECT org_id, count(*) AS charge_entries, sum(message_count) AS messages
   FROM msgbilling.ledger WHERE kind = 'charge' GROUP BY org_id ORDER BY org_id;
 SELECT billing_status, count(*) FROM messages GROUP BY 1;
+-- Order holds across batch boundaries: c can pay 1.00; its first message
+-- costs 2.00 and fails, so its cheaper second one, in the next batch of
+-- the same drain, fails too.
+\set c '''cccccccc-0000-0000-0000-000000000000'''
+SELECT msgbilling.top_up(:c, 1);
+INSERT INTO messages VALUES (20, :c, 200, '2024-02-02 10:00'),
+                            (21, :c, 10, '2024-02-02 10:01');
+CALL msgbilling.drain(1);
+SELECT id, billing_status, billing_error FROM messages WHERE id >= 20 ORDER BY id;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();
 
-SELECT msgbilling.detach('messages', drop_columns => true);
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
 DROP TABLE messages;
 DROP FUNCTION refuse_five();
 DROP EXTENSION msgbilling;

@@ -61,6 +61,7 @@ typedef struct BatchOrg
 	int			first;			/* first row of the org in the claim */
 	int			nrows;
 	WalletState state;
+	bool		exhausted;		/* has an older unpaid message: charge none */
 	Datum		limit;			/* numeric: balance + overdraft limit */
 	Datum		charge;			/* numeric: sum of charged costs */
 	int			ncharged;
@@ -118,7 +119,10 @@ init_constants(void)
 									   CStringGetDatum(MB_TOKENS_LIMIT),
 									   ObjectIdGetDatum(InvalidOid),
 									   Int32GetDatum(-1));
-	numeric_zero = NumericGetDatum(int64_to_numeric(0));
+	/* zero with the scale of a cost, so that totals print alike */
+	numeric_zero = DirectFunctionCall3(numeric_in, CStringGetDatum("0.000000"),
+									   ObjectIdGetDatum(InvalidOid),
+									   Int32GetDatum(-1));
 	MemoryContextSwitchTo(old);
 }
 
@@ -213,6 +217,23 @@ lock_wallets_sql(const MbConfig *cfg)
 				   " FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
 				   " JOIN msgbilling.credits c ON c.org_id = u.o"
 				   " ORDER BY u.ix FOR UPDATE OF c SKIP LOCKED");
+}
+
+/*
+ * Orgs (by ordinal) with an insufficient_credits failure outside this
+ * batch: an older unpaid message, so that billing their later messages
+ * would skip ahead of it.
+ */
+static char *
+exhausted_sql(const MbConfig *cfg)
+{
+	return psprintf("SELECT u.ix"
+					" FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
+					" WHERE EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
+					" AND f.billing_status = 'failed'"
+					" AND f.billing_error = 'insufficient_credits'"
+					" AND f.%s OPERATOR(pg_catalog.<>) ALL ($2))",
+					cfg->relname, cfg->org_col, cfg->key_col);
 }
 
 static char *
@@ -383,9 +404,62 @@ classify_unlocked(Batch *b, Datum orgs)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Lock the batch's wallets; record each org's spending limit. */
+/* The keys of the claimed rows, as an array of the key type. */
+static Datum
+claimed_keys(const Batch *b)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(b->nrows, 1));
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			i;
+
+	if (b->nrows == 0)
+		return PointerGetDatum(construct_empty_array(b->cfg->key_type));
+	for (i = 0; i < b->nrows; i++)
+		elems[i] = b->rows[i].key;
+	get_typlenbyvalalign(b->cfg->key_type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, b->nrows, b->cfg->key_type,
+										   typlen, typbyval, typalign));
+}
+
+/*
+ * Mark the orgs that already have an unpaid message.  Run after the
+ * wallets are locked: a biller that fails an org's messages holds its
+ * wallet until it commits, so this statement's snapshot sees every such
+ * failure.  Batches that claim only pending messages pass no keys; those
+ * that may claim failed ones exclude them, since they are being retried.
+ */
 static void
-lock_wallets(Batch *b)
+mark_exhausted(Batch *b, Datum orgs, bool may_claim_failed)
+{
+	Oid			argtypes[2] = {b->cfg->org_array_type, b->cfg->key_array_type};
+	Datum		values[2];
+	uint64		i;
+
+	values[0] = orgs;
+	values[1] = may_claim_failed ? claimed_keys(b) :
+		PointerGetDatum(construct_empty_array(b->cfg->key_type));
+	mb_exec_plan(mb_plan(MB_STMT_EXHAUSTED, exhausted_sql, 2, argtypes),
+				 values, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		ix = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc,
+													 1, &isnull));
+
+		b->orgs[ix - 1].exhausted = true;
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Lock the batch's wallets; record each org's spending limit and whether
+ * it already has an unpaid message.
+ */
+static void
+lock_wallets(Batch *b, bool may_claim_failed)
 {
 	Oid			argtypes[1] = {b->cfg->org_array_type};
 	SPIPlanPtr	plan = mb_plan(MB_STMT_LOCK_WALLETS, lock_wallets_sql,
@@ -414,6 +488,8 @@ lock_wallets(Batch *b)
 	SPI_freetuptable(SPI_tuptable);
 	if (locked < (uint64) b->norgs)
 		classify_unlocked(b, orgs);
+	if (locked > 0)
+		mark_exhausted(b, orgs, may_claim_failed);
 }
 
 /* ---------------------------------------------------------------------
@@ -460,12 +536,14 @@ price_row(const Batch *b, BatchRow *r, TimestampTz now)
 /*
  * Decide an org's messages in order.  Once one does not fit the limit, the
  * org's later messages fail too, even cheaper ones, so that billing never
- * skips ahead of an unpaid message.
+ * skips ahead of an unpaid message; an org that has one from an earlier
+ * batch starts exhausted.  A change to the wallet makes those failures
+ * pending again (wallet.c), which lifts this.
  */
 static void
 decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 {
-	bool		exhausted = false;
+	bool		exhausted = o->exhausted;
 	int			i;
 
 	if (o->state == WALLET_BUSY)
@@ -707,7 +785,7 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	if (nclaimed > 0)
 	{
 		b.prices = mb_prices_load();
-		lock_wallets(&b);
+		lock_wallets(&b, mode == MB_CLAIM_IDS || mode == MB_CLAIM_ONE);
 		for (i = 0; i < b.norgs; i++)
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
 		charge_wallets(&b);

@@ -181,33 +181,25 @@ process_batch_billing(PG_FUNCTION_ARGS)
 }
 
 /*
- * Bill in batches of batch_size until max messages were claimed, nothing
- * is left, or a batch met an org that another session is billing (its
- * messages stay pending for that session or a later run).  With commit,
- * every batch is its own transaction.
+ * Bill in batches of msgbilling.batch_size until max messages were claimed,
+ * nothing is left, or a batch met an org that another session is billing
+ * (its messages stay pending for that session or a later run).
  */
 static void
-bill_pending(FunctionCallInfo fcinfo, int org_argno, int64 max,
-			 int64 batch_size, bool commit, MbTotals *t)
+bill_pending(FunctionCallInfo fcinfo, int64 max, MbTotals *t)
 {
+	const MbConfig *cfg = mb_config();
+	MbClaimMode mode = PG_ARGISNULL(0) ? MB_CLAIM_ALL : MB_CLAIM_ORG;
+	Datum		org = (mode == MB_CLAIM_ORG) ?
+		mb_arg_as(fcinfo, 0, cfg->org_type, "org id") : (Datum) 0;
+
 	for (;;)
 	{
-		const MbConfig *cfg = mb_config();
-		MbClaimMode mode = PG_ARGISNULL(org_argno) ? MB_CLAIM_ALL : MB_CLAIM_ORG;
-		Datum		org = (mode == MB_CLAIM_ORG) ?
-			mb_arg_as(fcinfo, org_argno, cfg->org_type, "org id") : (Datum) 0;
-		int64		limit = Min(batch_size, max);
+		int64		limit = Min((int64) mb_batch_size, max);
 		int64		skipped_before = t->skipped;
 		int64		claimed = mb_bill_batch(cfg, mode, org, limit, t);
 
 		max -= claimed;
-		if (commit)
-		{
-			SPI_commit();
-#if PG_VERSION_NUM < 150000
-			SPI_start_transaction();
-#endif
-		}
 		if (claimed < limit || max <= 0 || t->skipped > skipped_before)
 			break;
 	}
@@ -230,7 +222,7 @@ process_all_pending(PG_FUNCTION_ARGS)
 		check_count(max, PG_INT64_MAX, "max_messages");
 	SPI_connect();
 	mb_totals_init(&t);
-	bill_pending(fcinfo, 0, max, mb_batch_size, false, &t);
+	bill_pending(fcinfo, max, &t);
 	log_totals("process_all_pending", &t, start);
 	t.credits = SPI_datumTransfer(t.credits, false, -1);
 	SPI_finish();
@@ -246,26 +238,90 @@ may_commit(FunctionCallInfo fcinfo)
 }
 
 /*
+ * Bill one batch of at most limit messages through process_all_pending, a
+ * SECURITY DEFINER function with a pinned search_path: drain itself cannot
+ * pin one (a procedure that commits may not have SET clauses), so it runs
+ * no SQL of its own under the caller's search_path.  Adds to totals and
+ * returns how many messages the batch claimed.
+ */
+static int64
+drain_batch(Datum org, Oid org_type, bool org_null, int64 limit, MbTotals *t)
+{
+	Oid			argtypes[2] = {org_type, INT8OID};
+	Datum		values[2] = {org, Int64GetDatum(limit)};
+	char		nulls[2] = {org_null ? 'n' : ' ', ' '};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	int64		charged;
+	int64		failed;
+	int64		skipped;
+	int			ret;
+
+	ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
+								" FROM msgbilling.process_all_pending($1, $2)",
+								2, argtypes, values, nulls, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "process_all_pending returned %s",
+			 SPI_result_code_string(ret));
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	charged = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+	failed = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
+	skipped = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
+	t->charged += charged;
+	t->failed += failed;
+	t->skipped += skipped;
+	t->credits = DirectFunctionCall2(numeric_add, t->credits,
+									 SPI_getbinval(row, desc, 4, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return charged + failed + skipped;
+}
+
+/*
  * CALL drain(batch_size, org_id)
  *		Bill every pending message, committing after each batch so that a
  *		large backlog never holds one long transaction.  Inside a
  *		transaction block it cannot commit and bills in one transaction.
+ *		A batch that meets an org another session is billing ends the run.
  */
 Datum
 drain(PG_FUNCTION_ARGS)
 {
 	MbTotals	t;
 	int64		batch_size;
+	int64		claimed;
+	int64		skipped_before;
 	bool		commit = may_commit(fcinfo);
+	Oid			org_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	Datum		org = PG_GETARG_DATUM(1);
 	instr_time	start;
 
 	INSTR_TIME_SET_CURRENT(start);
 	require_arg(fcinfo, 0, "batch_size");
 	batch_size = PG_GETARG_INT32(0);
 	check_count(batch_size, 1000000, "batch_size");
+	if (!PG_ARGISNULL(1) && org_type == UNKNOWNOID)
+	{
+		/* a quoted literal: pass it on as text, like any other string */
+		org = CStringGetTextDatum(DatumGetCString(PG_GETARG_DATUM(1)));
+		org_type = TEXTOID;
+	}
 	SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0);
 	mb_totals_init(&t);
-	bill_pending(fcinfo, 1, PG_INT64_MAX, batch_size, commit, &t);
+	do
+	{
+		skipped_before = t.skipped;
+		claimed = drain_batch(org, OidIsValid(org_type) ? org_type : TEXTOID,
+							  PG_ARGISNULL(1), batch_size, &t);
+		if (commit)
+		{
+			SPI_commit();
+#if PG_VERSION_NUM < 150000
+			SPI_start_transaction();
+#endif
+		}
+	} while (claimed == batch_size && t.skipped == skipped_before);
 	log_totals("drain", &t, start);
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -170,6 +170,33 @@ BEGIN
 END;
 $$;
 
+-- Make an existing billing_status column fit: NULLs get the status new
+-- rows of an attach get, unknown values are an error, and new rows default
+-- to pending.
+CREATE FUNCTION msgbilling._adopt_status(rel regclass, bill_existing boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    odd text;
+BEGIN
+    EXECUTE format('SELECT billing_status FROM %s WHERE billing_status NOT IN'
+                   ' (''pending'', ''charged'', ''failed'', ''refunded'', ''legacy'')'
+                   ' LIMIT 1', rel) INTO odd;
+    IF odd IS NOT NULL THEN
+        RAISE EXCEPTION 'column billing_status of table % holds a value msgbilling does not know: %',
+                        rel, quote_literal(odd)
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Map the values to pending, charged, failed, refunded or legacy first.';
+    END IF;
+    EXECUTE format('UPDATE %s SET billing_status = %L WHERE billing_status IS NULL',
+                   rel, CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN billing_status SET NOT NULL,'
+                   ' ALTER COLUMN billing_status SET DEFAULT ''pending''', rel);
+END;
+$$;
+
 -- Give msgbilling's own org_id columns the type of the app's org ids.
 CREATE FUNCTION msgbilling._set_org_type(typ regtype)
 RETURNS void
@@ -178,11 +205,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tab text;
+    have regtype;
 BEGIN
     FOREACH tab IN ARRAY ARRAY['credits', 'ledger'] LOOP
-        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = format('msgbilling.%I', tab)::regclass
-               AND a.attname = 'org_id') <> typ THEN
+        SELECT a.atttypid::regtype INTO have FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = format('msgbilling.%I', tab)::regclass
+           AND a.attname = 'org_id';
+        IF have <> typ THEN
+            IF EXISTS (SELECT 1 FROM msgbilling.credits)
+               OR EXISTS (SELECT 1 FROM msgbilling.ledger) THEN
+                RAISE EXCEPTION 'wallets exist with org ids of type %, not %', have, typ
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          DETAIL = 'msgbilling keeps one org id type per database.',
+                          HINT = 'Attach a table whose org column has the type the wallets use.';
+            END IF;
             EXECUTE format('ALTER TABLE msgbilling.%I ALTER COLUMN org_id'
                            ' TYPE %s USING org_id::text::%s', tab, typ, typ);
         END IF;
@@ -214,7 +250,20 @@ DECLARE
                        ELSE format('%I, %I', created_col, key_col) END;
     names name[] := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
                           base || '_mb_failed', base || '_mb_org_status'];
+    old name;
 BEGIN
+    -- An earlier attach may have left them (DROP EXTENSION does not touch
+    -- the app's table): drop ours, never an index of another table.
+    FOREACH old IN ARRAY names LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_class i
+                     JOIN pg_catalog.pg_index x ON x.indexrelid = i.oid
+                    WHERE i.relname = old AND i.relnamespace = (
+                          SELECT c.relnamespace FROM pg_catalog.pg_class c
+                           WHERE c.oid = rel)
+                      AND x.indrelid = rel) THEN
+            EXECUTE format('DROP INDEX %I.%I', nsp, old);
+        END IF;
+    END LOOP;
     EXECUTE format('CREATE INDEX %I ON %s (%s) WHERE billing_status = ''pending''',
                    names[1], rel, order_cols);
     EXECUTE format('CREATE INDEX %I ON %s (%I, %s) WHERE billing_status = ''pending''',
@@ -250,7 +299,12 @@ BEGIN
     END IF;
     LOCK TABLE msgbilling.config IN EXCLUSIVE MODE;
     SELECT c.messages INTO attached FROM msgbilling.config c;
-    IF FOUND THEN
+    IF FOUND AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class r
+                              WHERE r.oid = attached) THEN
+        -- the attached table was dropped: its columns went with it
+        RAISE NOTICE 'the previously attached table no longer exists; replacing it';
+        DELETE FROM msgbilling.config;
+    ELSIF FOUND THEN
         RAISE EXCEPTION 'msgbilling is already attached to table %', attached
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'msgbilling bills one messages table per database.',
@@ -284,8 +338,7 @@ BEGIN
         'character varying(20)',
         format('NOT NULL DEFAULT %L',
                CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END));
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN billing_status SET DEFAULT ''pending''',
-                   messages);
+    PERFORM msgbilling._adopt_status(messages, bill_existing);
     PERFORM msgbilling._add_column(messages, 'cost_credits', 'numeric(10,6)');
     PERFORM msgbilling._add_column(messages, 'charged_at',
                                    'timestamp with time zone');
@@ -329,6 +382,10 @@ DECLARE
     failed bigint;
     idx name;
 BEGIN
+    IF messages IS NULL THEN
+        RAISE EXCEPTION 'messages table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     LOCK TABLE msgbilling.config IN EXCLUSIVE MODE;
     SELECT * INTO cfg FROM msgbilling.config c;
     IF NOT FOUND OR cfg.messages IS DISTINCT FROM messages THEN
@@ -362,9 +419,11 @@ $$;
 REVOKE ALL ON FUNCTION msgbilling._column_type(regclass, name, text, regtype[]),
     msgbilling._primary_key(regclass),
     msgbilling._add_column(regclass, name, text, text),
+    msgbilling._adopt_status(regclass, boolean),
     msgbilling._set_org_type(regtype),
     msgbilling._create_indexes(regclass, name, name, name) FROM PUBLIC;
--- attach and detach change the app's table: its owner decides who may.
+-- attach and detach alter the app's table and msgbilling's own tables:
+-- they are for the extension's owner (a DBA), who may grant them.
 REVOKE ALL ON FUNCTION msgbilling.attach(regclass, name, name, name, name, boolean),
     msgbilling.detach(regclass, boolean, boolean) FROM PUBLIC;
 

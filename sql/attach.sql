@@ -397,6 +397,54 @@ INSERT INTO messages (id, org_id, tokens_used, model, created_at)
 VALUES (7, 'aaaaaaaa-0000-0000-0000-000000000000', 10, 'm1', '2024-03-02 00:00+00');
 SELECT count(*) FROM messages;
 
+-- ... and attaching it again in a new extension adopts the columns and
+-- replaces the indexes the first attach left.
+CREATE EXTENSION msgbilling;
+SELECT msgbilling.attach('messages', model_column => 'model',
+                         created_column => 'created_at');
+SELECT name FROM attach_indexes('messages');
+SELECT billing_status, count(*) FROM messages GROUP BY 1 ORDER BY 1;
+
+-------------------------------------------------------------------------------
+-- Wallets keep one org id type; a dropped attached table can be replaced
+-------------------------------------------------------------------------------
+
+SELECT msgbilling.top_up('aaaaaaaa-0000-0000-0000-000000000000', 1);
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+CREATE TABLE int_orgs (id bigint PRIMARY KEY, org_id bigint, tokens_used integer);
+SELECT msgbilling.attach('int_orgs');
+SELECT count(*) AS attached FROM msgbilling.config;
+-- a table of the wallets' org type can be attached; then dropped ...
+CREATE TABLE uuid_orgs (id bigint PRIMARY KEY, org_id uuid, tokens_used integer);
+SELECT msgbilling.attach('uuid_orgs');
+DROP TABLE uuid_orgs;
+-- ... and the next attach replaces it
+SELECT msgbilling.attach('messages');
+SELECT messages FROM msgbilling.config;
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+DROP TABLE int_orgs;
+
+-------------------------------------------------------------------------------
+-- An existing billing_status column is made to fit, or refused
+-------------------------------------------------------------------------------
+
+CREATE TABLE has_status (id bigint PRIMARY KEY, org_id uuid,
+                         tokens_used integer, billing_status varchar(20));
+INSERT INTO has_status VALUES (1, NULL, 1, NULL), (2, NULL, 1, 'pending');
+SELECT msgbilling.attach('has_status');
+SELECT id, billing_status FROM has_status ORDER BY id;
+SELECT name, type, not_null, "default" FROM attach_columns('has_status')
+ WHERE name = 'billing_status';
+SELECT msgbilling.detach('has_status', drop_columns => true, force => true);
+CREATE TABLE odd_status (id bigint PRIMARY KEY, org_id uuid,
+                         tokens_used integer, billing_status varchar(20));
+INSERT INTO odd_status VALUES (1, NULL, 1, 'paid');
+SELECT msgbilling.attach('odd_status');
+SELECT count(*) AS attached FROM msgbilling.config;
+SELECT msgbilling.detach(NULL);
+DROP TABLE has_status, odd_status;
+DROP EXTENSION msgbilling;
+
 DROP TABLE messages;
 -- CREATE EXTENSION made the schema msgbilling (the control file's schema)
 -- but it is not a member of the extension, so DROP EXTENSION leaves it

@@ -185,21 +185,21 @@ SELECT id, org_id, billing_status, cost_credits, billing_error
   FROM messages ORDER BY id;
 
 -- drain is a procedure, not SECURITY DEFINER: a SECURITY DEFINER routine
--- cannot commit, and drain commits after every batch.  It runs with its
--- caller's privileges, so besides USAGE on the schema and EXECUTE on drain
--- its caller needs, directly: SELECT on msgbilling.config and
--- msgbilling.prices; SELECT and UPDATE on the messages table; SELECT and
--- UPDATE on msgbilling.credits; INSERT on msgbilling.ledger; USAGE on
--- msgbilling.ledger_id_seq.  In practice: call it as the extension's owner
--- (for instance from a pg_cron job).  EXECUTE alone is not enough:
+-- cannot commit, and drain commits after every batch.  It bills each batch
+-- through process_all_pending (SECURITY DEFINER, search_path pinned), so
+-- its caller needs EXECUTE on both and no table privileges.
+INSERT INTO messages (id, org_id, tokens_used, model) VALUES (5, 2, 1000, 'm');
 GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO regress_mb_biller;
-INSERT INTO messages (id, org_id, tokens_used, model) VALUES (5, 1, 1000, 'm');
+REVOKE EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint)
+    FROM regress_mb_biller;
 SET ROLE regress_mb_biller;
 CALL msgbilling.drain();
 RESET ROLE;
-SELECT id, billing_status FROM messages WHERE id = 5;
--- the owner drains
+GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint)
+    TO regress_mb_biller;
+SET ROLE regress_mb_biller;
 CALL msgbilling.drain();
+RESET ROLE;
 SELECT id, billing_status, cost_credits FROM messages WHERE id = 5;
 
 -------------------------------------------------------------------------------

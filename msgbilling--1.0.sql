@@ -440,6 +440,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     new_id bigint;
+    attached regclass;
+    key_col name;
 BEGIN
     IF credits_per_token IS NULL OR effective_from IS NULL THEN
         RAISE EXCEPTION 'credits_per_token and effective_from must not be NULL'
@@ -472,6 +474,15 @@ BEGIN
     INSERT INTO msgbilling.prices (model, credits_per_token, effective_from)
     VALUES (model, credits_per_token, effective_from)
     RETURNING id INTO new_id;
+    -- Messages that failed for want of a price may have one now.  Rows a
+    -- biller holds are skipped: it is deciding them already.
+    SELECT c.messages, c.key_column INTO attached, key_col FROM msgbilling.config c;
+    IF FOUND THEN
+        EXECUTE format('UPDATE %1$s m SET billing_status = ''pending'', billing_error = NULL'
+                       ' WHERE m.%2$I IN (SELECT f.%2$I FROM %1$s f'
+                       ' WHERE f.billing_status = ''failed'' AND f.billing_error = ''no_price'''
+                       ' FOR UPDATE SKIP LOCKED)', attached, key_col);
+    END IF;
     RETURN new_id;
 END;
 $$;

@@ -1,4 +1,6 @@
 -- Versioned prices: set_price, price_at, and how messages are priced.
+-- PL/pgSQL line numbers in CONTEXT lines would tie this file to the code.
+\set SHOW_CONTEXT never
 CREATE EXTENSION msgbilling;
 
 -- Bad prices are refused.
@@ -78,8 +80,10 @@ SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, cost_credits, billing_error FROM messages
  WHERE id >= 20 ORDER BY id;
 
--- A retroactive price (a correction) prices the failed message on retry.
+-- A new price makes the no_price failures pending again: a retroactive
+-- price (a correction) prices message 6.
 SELECT msgbilling.set_price('gpt-4o', 0.005, '2023-01-01') > 0 AS set;
+SELECT id, billing_status FROM messages WHERE billing_status <> 'charged' ORDER BY id;
 SELECT msgbilling.retry_failed('acme');
 SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, cost_credits, billing_error FROM messages

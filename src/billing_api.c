@@ -27,16 +27,6 @@ PG_FUNCTION_INFO_V1(process_batch_billing);
 PG_FUNCTION_INFO_V1(process_all_pending);
 PG_FUNCTION_INFO_V1(drain);
 
-/* Error for a NULL where a value is required. */
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-}
-
 /* Error unless a count argument, when given, is in 1..max. */
 static void
 check_count(int64 value, int64 max, const char *what)
@@ -118,7 +108,7 @@ process_message_billing(PG_FUNCTION_ARGS)
 	instr_time	start;
 
 	INSTR_TIME_SET_CURRENT(start);
-	require_arg(fcinfo, 0, "message id");
+	mb_require_arg(fcinfo, 0, "message id");
 	SPI_connect();
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
@@ -165,7 +155,7 @@ process_batch_billing(PG_FUNCTION_ARGS)
 	instr_time	start;
 
 	INSTR_TIME_SET_CURRENT(start);
-	require_arg(fcinfo, 0, "message_ids");
+	mb_require_arg(fcinfo, 0, "message_ids");
 	SPI_connect();
 	cfg = mb_config();
 	ids = mb_array_arg_as(fcinfo, 0, cfg->key_type, "message_ids");
@@ -298,7 +288,7 @@ drain(PG_FUNCTION_ARGS)
 	instr_time	start;
 
 	INSTR_TIME_SET_CURRENT(start);
-	require_arg(fcinfo, 0, "batch_size");
+	mb_require_arg(fcinfo, 0, "batch_size");
 	batch_size = PG_GETARG_INT32(0);
 	check_count(batch_size, 1000000, "batch_size");
 	if (!PG_ARGISNULL(1) && org_type == UNKNOWNOID)

@@ -72,6 +72,16 @@ check_convertible(Oid source, Oid target, const char *what)
 					 format_type_be(target))));
 }
 
+/* Error for a NULL where a value is required. */
+void
+mb_require_arg(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+}
+
 /*
  * Argument argno as a value of type target.  The caller has checked that it
  * is not NULL.

@@ -10,6 +10,8 @@
 
 #include "fmgr.h"
 
+extern void mb_require_arg(FunctionCallInfo fcinfo, int argno,
+						   const char *what);
 extern Datum mb_arg_as(FunctionCallInfo fcinfo, int argno, Oid target,
 					   const char *what);
 extern Datum mb_array_arg_as(FunctionCallInfo fcinfo, int argno, Oid elemtype,

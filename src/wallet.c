@@ -50,15 +50,6 @@ first_value(bool *isnull)
 						 isnull);
 }
 
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-}
-
 static int
 num_cmp(Datum a, Datum b)
 {
@@ -195,6 +186,28 @@ repend_insufficient(const MbConfig *cfg, Datum org)
 }
 
 /*
+ * Add amount to the org's wallet, creating it if needed, with its ledger
+ * entry, and make the org's insufficient_credits failures pending again.
+ * Returns the new balance.
+ */
+static Datum
+credit_wallet(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
+			  FunctionCallInfo fcinfo, int note_argno, int key_argno)
+{
+	bool		found;
+	Datum		result;
+
+	ensure_wallet(cfg, org);
+	(void) lock_wallet(cfg, org, &found);
+	result = move_money(cfg, org, amount, kind,
+						PG_GETARG_DATUM(note_argno), PG_ARGISNULL(note_argno),
+						key_argno < 0 ? (Datum) 0 : PG_GETARG_DATUM(key_argno),
+						key_argno < 0 || PG_ARGISNULL(key_argno), NULL);
+	repend_insufficient(cfg, org);
+	return result;
+}
+
+/*
  * If key was used before, return true and the current balance: the top-up
  * it named is done.  A key reused for another org or amount is an error.
  */
@@ -237,23 +250,19 @@ top_up(PG_FUNCTION_ARGS)
 	Datum		result;
 	bool		found;
 
-	require_arg(fcinfo, 0, "org id");
-	require_arg(fcinfo, 1, "amount");
+	mb_require_arg(fcinfo, 0, "org id");
+	mb_require_arg(fcinfo, 1, "amount");
 	amount = PG_GETARG_DATUM(1);
 	check_amount(amount, 1, "amount");
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	/* lock first, so that a concurrent call with the same key waits */
 	ensure_wallet(cfg, org);
 	(void) lock_wallet(cfg, org, &found);
 	if (PG_ARGISNULL(3) ||
 		!replayed_top_up(cfg, org, amount, PG_GETARG_DATUM(3), &result))
-	{
-		result = move_money(cfg, org, amount, "top_up",
-							PG_GETARG_DATUM(2), PG_ARGISNULL(2),
-							PG_GETARG_DATUM(3), PG_ARGISNULL(3), NULL);
-		repend_insufficient(cfg, org);
-	}
+		result = credit_wallet(cfg, org, amount, "top_up", fcinfo, 2, 3);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
@@ -270,21 +279,16 @@ adjust(PG_FUNCTION_ARGS)
 	Datum		org;
 	Datum		amount;
 	Datum		result;
-	bool		found;
 
-	require_arg(fcinfo, 0, "org id");
-	require_arg(fcinfo, 1, "amount");
-	require_arg(fcinfo, 2, "note");
+	mb_require_arg(fcinfo, 0, "org id");
+	mb_require_arg(fcinfo, 1, "amount");
+	mb_require_arg(fcinfo, 2, "note");
 	amount = PG_GETARG_DATUM(1);
 	check_amount(amount, -1, "amount");
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-	ensure_wallet(cfg, org);
-	(void) lock_wallet(cfg, org, &found);
-	result = move_money(cfg, org, amount, "adjustment", PG_GETARG_DATUM(2),
-						false, (Datum) 0, true, NULL);
-	repend_insufficient(cfg, org);
+	result = credit_wallet(cfg, org, amount, "adjustment", fcinfo, 2, -1);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
@@ -301,7 +305,7 @@ balance(PG_FUNCTION_ARGS)
 	Datum		result = (Datum) 0;
 	int			ret;
 
-	require_arg(fcinfo, 0, "org id");
+	mb_require_arg(fcinfo, 0, "org id");
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
@@ -331,8 +335,8 @@ set_overdraft(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		found;
 
-	require_arg(fcinfo, 0, "org id");
-	require_arg(fcinfo, 1, "limit");
+	mb_require_arg(fcinfo, 0, "org id");
+	mb_require_arg(fcinfo, 1, "limit");
 	check_amount(PG_GETARG_DATUM(1), 0, "overdraft limit");
 	SPI_connect();
 	cfg = mb_config();
@@ -386,7 +390,7 @@ refund(PG_FUNCTION_ARGS)
 	bool		found;
 	char	   *status;
 
-	require_arg(fcinfo, 0, "message id");
+	mb_require_arg(fcinfo, 0, "message id");
 	SPI_connect();
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");

@@ -8,7 +8,10 @@ OBJS = \
 	src/billing.o \
 	src/billing_api.o \
 	src/wallet.o \
-	src/report.o
+	src/report.o \
+	src/trigger.o \
+	src/wake.o \
+	src/worker.o
 
 EXTENSION = msgbilling
 DATA = msgbilling--1.0.sql

@@ -590,9 +590,44 @@ REVOKE ALL ON FUNCTION msgbilling.process_message_billing("any"),
     msgbilling.process_all_pending("any", bigint) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE msgbilling.drain(integer, "any") FROM PUBLIC;
 
+-- The app's trigger: bills the inserted rows inside the INSERT's own
+-- transaction, row by row (FOR EACH ROW) or in one batch (FOR EACH
+-- STATEMENT with REFERENCING NEW TABLE).  Never aborts the INSERT.
+CREATE FUNCTION msgbilling.bill_on_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'bill_on_insert'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Creating the trigger takes EXECUTE; firing it does not.
+REVOKE ALL ON FUNCTION msgbilling.bill_on_insert() FROM PUBLIC;
+
 -------------------------------------------------------------------------------
 -- Reports (C, report.c)
 -------------------------------------------------------------------------------
+
+-- Pending messages, through the partial index on them (cheap); NULL when
+-- no table is attached.
+CREATE FUNCTION msgbilling.backlog()
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    attached regclass;
+    n bigint;
+BEGIN
+    SELECT c.messages INTO attached FROM msgbilling.config c;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT pg_catalog.count(*) FROM %s'
+                   ' WHERE billing_status OPERATOR(pg_catalog.=) ''pending''',
+                   attached) INTO n;
+    RETURN n;
+END;
+$$;
 
 CREATE FUNCTION msgbilling.stats(org_id "any" DEFAULT NULL)
 RETURNS TABLE (pending bigint, charged bigint, failed bigint, refunded bigint,
@@ -617,6 +652,7 @@ LANGUAGE C STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
 -- Billing data is private to the roles granted it.
-REVOKE ALL ON FUNCTION msgbilling.stats("any"),
+REVOKE ALL ON FUNCTION msgbilling.backlog(),
+    msgbilling.stats("any"),
     msgbilling.history("any", integer, timestamptz),
     msgbilling.verify() FROM PUBLIC;

@@ -32,4 +32,8 @@ extern void mb_totals_init(MbTotals *totals);
 extern int64 mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg,
 						   int64 limit, MbTotals *totals);
 
+/* billing_api.c: one batch through process_all_pending (drain, worker) */
+extern int64 mb_drain_batch(Datum org, Oid org_type, bool org_null,
+							int64 limit, MbTotals *totals);
+
 #endif							/* MB_BILLING_H */

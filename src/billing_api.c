@@ -46,7 +46,8 @@ log_totals(const char *fn, const MbTotals *t, instr_time start)
 
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
-	ereport(mb_log_level,
+	/* a call that found nothing to do is not news: the worker polls */
+	ereport(t->charged + t->failed + t->skipped > 0 ? mb_log_level : DEBUG1,
 			(errmsg(MB_LOG_PREFIX "%s: charged " INT64_FORMAT ", failed "
 					INT64_FORMAT ", skipped " INT64_FORMAT
 					", credits %s, %.3f ms",
@@ -234,8 +235,8 @@ may_commit(FunctionCallInfo fcinfo)
  * no SQL of its own under the caller's search_path.  Adds to totals and
  * returns how many messages the batch claimed.
  */
-static int64
-drain_batch(Datum org, Oid org_type, bool org_null, int64 limit, MbTotals *t)
+int64
+mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit, MbTotals *t)
 {
 	Oid			argtypes[2] = {org_type, INT8OID};
 	Datum		values[2] = {org, Int64GetDatum(limit)};
@@ -302,7 +303,7 @@ drain(PG_FUNCTION_ARGS)
 	do
 	{
 		skipped_before = t.skipped;
-		claimed = drain_batch(org, OidIsValid(org_type) ? org_type : TEXTOID,
+		claimed = mb_drain_batch(org, OidIsValid(org_type) ? org_type : TEXTOID,
 							  PG_ARGISNULL(1), batch_size, &t);
 		if (commit)
 		{

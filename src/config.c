@@ -79,6 +79,7 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 	nsp = get_namespace_name(get_rel_namespace(cfg->relid));
 	cfg->relname = quote_qualified_identifier(nsp, rel);
 	cfg->key_type = column_type(cfg->relid, config_text(tup, desc, 2), "key");
+	cfg->key_attnum = get_attnum(cfg->relid, config_text(tup, desc, 2));
 	cfg->org_type = column_type(cfg->relid, config_text(tup, desc, 3), "org");
 	(void) column_type(cfg->relid, config_text(tup, desc, 4), "tokens");
 	cfg->key_col = quoted_or_null(config_text(tup, desc, 2));
@@ -109,6 +110,7 @@ static bool
 same_config(const MbConfig *a, const MbConfig *b)
 {
 	return a->relid == b->relid &&
+		a->key_attnum == b->key_attnum &&
 		a->key_type == b->key_type &&
 		a->org_type == b->org_type &&
 		same_str(a->relname, b->relname) &&

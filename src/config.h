@@ -19,6 +19,7 @@ typedef struct MbConfig
 	char	   *tokens_col;
 	char	   *model_col;		/* NULL when not configured */
 	char	   *created_col;	/* NULL when not configured */
+	AttrNumber	key_attnum;
 	Oid			key_type;
 	Oid			org_type;
 	Oid			key_array_type;

@@ -8,9 +8,12 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "msgbilling.h"
+#include "wake.h"
+#include "worker.h"
 
 #if PG_VERSION_NUM < 150000
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
@@ -31,6 +34,39 @@ static const struct config_enum_entry log_level_options[] = {
 };
 
 void		_PG_init(void);
+
+/* The worker's settings: defined only when the library is preloaded. */
+static void
+define_worker_gucs(void)
+{
+	DefineCustomStringVariable("msgbilling.database",
+							   "Databases the billing workers bill, separated by commas.",
+							   "One worker per database; it idles where msgbilling "
+							   "is not installed or no table is attached.",
+							   &mb_databases, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("msgbilling.role",
+							   "Role the billing workers connect as (empty: the bootstrap superuser).",
+							   "It needs EXECUTE on msgbilling.process_all_pending and "
+							   "msgbilling.backlog, USAGE on schema msgbilling and "
+							   "SELECT on msgbilling.config.",
+							   &mb_role, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("msgbilling.naptime",
+							"Time between drains of the billing workers.",
+							"A committed INSERT into the attached table wakes the "
+							"worker before that (msgbilling.wake_on_commit).",
+							&mb_naptime_ms, 10000, 10, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("msgbilling.enabled",
+							 "Whether the billing workers bill.",
+							 NULL, &mb_enabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("msgbilling.wake_on_commit",
+							 "Whether a committed INSERT into the attached table wakes its worker.",
+							 NULL, &mb_wake_enabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
 
 /* Define the GUCs and reserve the prefix. */
 void
@@ -53,5 +89,12 @@ _PG_init(void)
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 
+	/* PGC_POSTMASTER settings can only be defined at server start */
+	if (process_shared_preload_libraries_in_progress)
+		define_worker_gucs();
 	MarkGUCPrefixReserved("msgbilling");
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	mb_wake_init();
+	mb_worker_register();
 }

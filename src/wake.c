@@ -1,0 +1,192 @@
+/*
+ * wake.c
+ *		Wake-on-commit: a committed INSERT into the attached table sets the
+ *		latch of its database's billing worker, so that under light load a
+ *		message is charged right after its commit instead of a naptime later.
+ *
+ * Each worker publishes, in a small shared array, its database, the table
+ * it bills and its PGPROC number.  Every backend (the library is preloaded)
+ * has an ExecutorEnd hook that notes an INSERT (or COPY FROM) into the
+ * published table of its database, and a transaction callback that sets
+ * the worker's latch when that transaction commits.  The INSERT itself pays
+ * for a few integer comparisons; nothing is written and no lock is taken.
+ * A stale slot can at worst set some other process's latch: a spurious
+ * wake-up, which every latch user tolerates.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parsetree.h"
+#include "catalog/namespace.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/utility.h"
+
+#include "wake.h"
+
+typedef struct MbWorkerSlot
+{
+	Oid			dboid;			/* InvalidOid: no worker here yet */
+	Oid			relid;			/* the table it bills */
+	int			procno;			/* its PGPROC, for its latch */
+} MbWorkerSlot;
+
+typedef struct MbShared
+{
+	MbWorkerSlot slots[MB_MAX_DATABASES];
+} MbShared;
+
+bool		mb_wake_enabled = true;
+
+static MbShared *shared = NULL;
+static bool wake_at_commit = false;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+/* Reserve our shared memory (PG 15 asks for it in a hook). */
+static void
+wake_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(MbShared)));
+}
+
+/* Attach to (or create) the shared array. */
+static void
+wake_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("msgbilling", sizeof(MbShared), &found);
+	if (!found)
+		memset(shared, 0, sizeof(MbShared));
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The worker of this database and table, or NULL. */
+static MbWorkerSlot *
+slot_for(Oid relid)
+{
+	int			i;
+
+	if (shared == NULL || !OidIsValid(relid))
+		return NULL;
+	for (i = 0; i < MB_MAX_DATABASES; i++)
+		if (shared->slots[i].dboid == MyDatabaseId &&
+			shared->slots[i].relid == relid)
+			return &shared->slots[i];
+	return NULL;
+}
+
+/* At commit, wake the worker if this transaction inserted messages. */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	int			i;
+
+	if (!wake_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		for (i = 0; i < MB_MAX_DATABASES; i++)
+			if (shared->slots[i].dboid == MyDatabaseId &&
+				OidIsValid(shared->slots[i].relid))
+				SetLatch(&ProcGlobal->allProcs[shared->slots[i].procno].procLatch);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_at_commit = false;
+}
+
+/* Note an INSERT into a table a worker of this database bills. */
+static void
+wake_executor_end(QueryDesc *queryDesc)
+{
+	if (mb_wake_enabled && !wake_at_commit &&
+		queryDesc->operation == CMD_INSERT)
+	{
+		ListCell   *lc;
+
+		foreach(lc, queryDesc->plannedstmt->resultRelations)
+		{
+			RangeTblEntry *rte = rt_fetch(lfirst_int(lc),
+										  queryDesc->plannedstmt->rtable);
+
+			if (slot_for(rte->relid) != NULL)
+				wake_at_commit = true;
+		}
+	}
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+}
+
+/* Note a COPY FROM into a table a worker of this database bills. */
+static void
+wake_process_utility(PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context,
+					 ParamListInfo params, QueryEnvironment *queryEnv,
+					 DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+	if (mb_wake_enabled && !wake_at_commit && IsA(stmt, CopyStmt) &&
+		((CopyStmt *) stmt)->is_from && ((CopyStmt *) stmt)->relation &&
+		slot_for(RangeVarGetRelid(((CopyStmt *) stmt)->relation, NoLock,
+								  true)) != NULL)
+		wake_at_commit = true;
+}
+
+/* Install the hooks; called from _PG_init when preloaded. */
+void
+mb_wake_init(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = wake_shmem_request;
+#else
+	wake_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = wake_shmem_startup;
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = wake_executor_end;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = wake_process_utility;
+	RegisterXactCallback(wake_xact_callback, NULL);
+}
+
+/* A worker announces itself, and the table it bills (InvalidOid: none). */
+void
+mb_worker_publish(int slot, Oid relid)
+{
+	MbWorkerSlot *s = &shared->slots[slot];
+
+	s->procno = MyProc->pgprocno;
+	s->relid = relid;
+	pg_write_barrier();
+	s->dboid = MyDatabaseId;
+}

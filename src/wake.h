@@ -1,0 +1,18 @@
+/*
+ * wake.h
+ *		Shared memory for the billing workers, and waking them when an
+ *		INSERT into the attached table commits.
+ */
+#ifndef MB_WAKE_H
+#define MB_WAKE_H
+
+#include "postgres.h"
+
+/* Most databases msgbilling.database may name. */
+#define MB_MAX_DATABASES 64
+
+extern void mb_wake_init(void);
+extern void mb_worker_publish(int slot, Oid relid);
+extern bool mb_wake_enabled;
+
+#endif							/* MB_WAKE_H */

@@ -18,7 +18,7 @@ DATA = msgbilling--1.0.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text \
-	refund_retry report drain privileges
+	refund_retry report drain trigger privileges
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
 ISOLATION = concurrent_billers drain_vs_app
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso

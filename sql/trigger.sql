@@ -1,0 +1,77 @@
+-- msgbilling.bill_on_insert(): billing inside the app's INSERT.
+CREATE EXTENSION msgbilling;
+CREATE TABLE messages (
+    id bigserial PRIMARY KEY,
+    org_id integer NOT NULL,
+    tokens_used integer
+);
+SELECT msgbilling.attach('messages');
+SELECT msgbilling.set_price(NULL, 1, '2024-01-01') > 0 AS priced;
+SELECT msgbilling.top_up(1, 5);
+
+-- Row level: each message is billed within its own INSERT's transaction.
+CREATE TRIGGER bill_each AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();
+BEGIN;
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 2);
+SELECT id, billing_status, cost_credits FROM messages;
+-- A multi-row INSERT: org 1 can pay one more, then runs short; org 2 has
+-- no wallet.  The rows fail, the INSERT goes through.
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 2), (1, 2), (2, 1);
+SELECT id, org_id, billing_status, billing_error FROM messages ORDER BY id;
+COMMIT;
+SELECT count(*) AS committed FROM messages;
+-- A rolled-back INSERT leaves no charge behind.
+BEGIN;
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 0);
+ROLLBACK;
+SELECT msgbilling.balance(1);
+DROP TRIGGER bill_each ON messages;
+
+-- Statement level: one batch for the whole INSERT.
+CREATE TRIGGER bill_all AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS new_messages
+    FOR EACH STATEMENT EXECUTE FUNCTION msgbilling.bill_on_insert();
+SELECT msgbilling.top_up(1, 10);
+INSERT INTO messages (org_id, tokens_used)
+SELECT 1, 1 FROM generate_series(1, 4);
+SELECT id, billing_status FROM messages WHERE id > 4 ORDER BY id;
+-- one charge entry for the four of them
+SELECT amount, message_count FROM msgbilling.ledger
+ WHERE kind = 'charge' ORDER BY id DESC LIMIT 1;
+
+-- An error inside billing is a WARNING; the rows stay pending and the
+-- INSERT commits.
+ALTER TABLE messages RENAME COLUMN tokens_used TO tokens;
+INSERT INTO messages (org_id, tokens) VALUES (1, 1);
+SELECT billing_status FROM messages ORDER BY id DESC LIMIT 1;
+ALTER TABLE messages RENAME COLUMN tokens TO tokens_used;
+DROP TRIGGER bill_all ON messages;
+
+-- Misuse is an error at the first INSERT.
+CREATE TRIGGER bill_before BEFORE INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 1);
+DROP TRIGGER bill_before ON messages;
+CREATE TRIGGER bill_update AFTER UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();
+UPDATE messages SET tokens_used = tokens_used WHERE id = 1;
+DROP TRIGGER bill_update ON messages;
+CREATE TRIGGER bill_stmt AFTER INSERT ON messages
+    FOR EACH STATEMENT EXECUTE FUNCTION msgbilling.bill_on_insert();
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 1);
+DROP TRIGGER bill_stmt ON messages;
+SELECT msgbilling.bill_on_insert();
+-- on a table that is not the attached one: a warning, the INSERT stands
+CREATE TABLE other (id bigint PRIMARY KEY, org_id integer, tokens_used integer);
+CREATE TRIGGER bill_other AFTER INSERT ON other
+    FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();
+INSERT INTO other VALUES (1, 1, 1);
+SELECT count(*) FROM other;
+
+SELECT msgbilling.backlog();
+SELECT check_name, ok FROM msgbilling.verify();
+DROP TABLE other;
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+DROP TABLE messages;
+DROP EXTENSION msgbilling;

@@ -84,6 +84,14 @@ REVOKE ALL ON msgbilling.config, msgbilling.credits, msgbilling.ledger,
 -- attach / detach: the migration guide's data migration and its rollback
 -------------------------------------------------------------------------------
 
+-- Wake this database's billing worker when the transaction commits (a new
+-- configuration, or messages made pending again); a no-op without the
+-- worker.
+CREATE FUNCTION msgbilling._wake_worker()
+RETURNS void
+AS 'MODULE_PATHNAME', 'wake_worker'
+LANGUAGE C VOLATILE;
+
 -- Error unless column col of rel exists and has one of the allowed types;
 -- returns its type.
 CREATE FUNCTION msgbilling._column_type(rel regclass, col name, role text,
@@ -361,6 +369,7 @@ BEGIN
             msgbilling._create_indexes(messages, pk.col, org_column,
                                        created_column));
 
+    PERFORM msgbilling._wake_worker();
     EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
                    messages) INTO legacy;
     RAISE NOTICE 'msgbilling attached to table %', messages
@@ -416,7 +425,8 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION msgbilling._column_type(regclass, name, text, regtype[]),
+REVOKE ALL ON FUNCTION msgbilling._wake_worker(),
+    msgbilling._column_type(regclass, name, text, regtype[]),
     msgbilling._primary_key(regclass),
     msgbilling._add_column(regclass, name, text, text),
     msgbilling._adopt_status(regclass, boolean),
@@ -482,6 +492,7 @@ BEGIN
                        ' WHERE m.%2$I IN (SELECT f.%2$I FROM %1$s f'
                        ' WHERE f.billing_status = ''failed'' AND f.billing_error = ''no_price'''
                        ' FOR UPDATE SKIP LOCKED)', attached, key_col);
+        PERFORM msgbilling._wake_worker();
     END IF;
     RETURN new_id;
 END;

@@ -17,6 +17,7 @@
 
 #include "access/xact.h"
 #include "executor/executor.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parsetree.h"
@@ -100,13 +101,12 @@ wake_xact_callback(XactEvent event, void *arg)
 {
 	int			i;
 
-	if (!wake_at_commit)
+	if (!wake_at_commit || shared == NULL)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
 		for (i = 0; i < MB_MAX_DATABASES; i++)
-			if (shared->slots[i].dboid == MyDatabaseId &&
-				OidIsValid(shared->slots[i].relid))
+			if (shared->slots[i].dboid == MyDatabaseId)
 				SetLatch(&ProcGlobal->allProcs[shared->slots[i].procno].procLatch);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
@@ -158,6 +158,28 @@ wake_process_utility(PlannedStmt *pstmt, const char *queryString,
 		slot_for(RangeVarGetRelid(((CopyStmt *) stmt)->relation, NoLock,
 								  true)) != NULL)
 		wake_at_commit = true;
+}
+
+/*
+ * Wake this database's worker when the current transaction commits: it has
+ * new work (messages made pending again) or a new configuration (attach).
+ * Does nothing when the library is not preloaded.
+ */
+void
+mb_wake_at_commit(void)
+{
+	if (shared != NULL && mb_wake_enabled)
+		wake_at_commit = true;
+}
+
+PG_FUNCTION_INFO_V1(wake_worker);
+
+/* msgbilling._wake_worker(): mb_wake_at_commit for SQL callers. */
+Datum
+wake_worker(PG_FUNCTION_ARGS)
+{
+	mb_wake_at_commit();
+	PG_RETURN_VOID();
 }
 
 /* Install the hooks; called from _PG_init when preloaded. */

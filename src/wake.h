@@ -13,6 +13,7 @@
 
 extern void mb_wake_init(void);
 extern void mb_worker_publish(int slot, Oid relid);
+extern void mb_wake_at_commit(void);
 extern bool mb_wake_enabled;
 
 #endif							/* MB_WAKE_H */

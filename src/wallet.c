@@ -18,6 +18,7 @@
 #include "config.h"
 #include "convert.h"
 #include "msgbilling.h"
+#include "wake.h"
 
 PG_FUNCTION_INFO_V1(top_up);
 PG_FUNCTION_INFO_V1(adjust);
@@ -449,6 +450,8 @@ retry_failed(PG_FUNCTION_ARGS)
 		org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
 	run(sql, 1, argtypes, &org, PG_ARGISNULL(0) ? "n" : NULL, SPI_OK_UPDATE);
 	n = SPI_processed;
+	if (n > 0)
+		mb_wake_at_commit();
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }

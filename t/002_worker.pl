@@ -1,0 +1,235 @@
+# The billing background worker on real clusters: it drains a backlog,
+# wakes on commit, follows a naptime change on SIGHUP, survives kill -9 of
+# itself and of a backend in the middle of a drain, backs off without
+# flooding the log, and bills nothing on a standby until promotion.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(time usleep);
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'msgbilling'
+msgbilling.database = 'postgres'
+msgbilling.naptime = '1h'
+msgbilling.batch_size = 5000
+restart_after_crash = on
+});
+$primary->start;
+
+# Run SQL on a node and return its output.
+sub sql
+{
+	my ($node, $query) = @_;
+	return $node->safe_psql('postgres', $query);
+}
+
+# The worker's pid, or '' when it is not running.
+sub worker_pid
+{
+	my ($node) = @_;
+	return sql($node,
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'msgbilling worker'");
+}
+
+# How often a line occurs in the node's log.
+sub log_count
+{
+	my ($node, $pattern) = @_;
+	my $log = slurp_file($node->logfile);
+	my @hits = ($log =~ /$pattern/g);
+	return scalar @hits;
+}
+
+# -------------------------------------------------------------------------
+# Started, visible, and quiet where there is nothing to bill
+# -------------------------------------------------------------------------
+
+$primary->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'msgbilling worker'")
+  or die "the worker did not start";
+pass('the worker runs with its own backend type');
+is( sql($primary,
+		"SELECT count(*) FROM pg_settings WHERE name IN ('msgbilling.database',"
+		  . " 'msgbilling.naptime', 'msgbilling.batch_size', 'msgbilling.role',"
+		  . " 'msgbilling.enabled', 'msgbilling.wake_on_commit')"),
+	'6', 'its settings are in pg_settings');
+$primary->poll_query_until('postgres', 'SELECT true') or die;
+# wake it a few times: it must log "not installed" once, not every time
+for (1 .. 3)
+{
+	$primary->reload;
+	usleep(300_000);
+}
+is(log_count($primary, qr/msgbilling is not installed in this database; idle/),
+	1, 'not installed: said once, not on every wake-up');
+
+sql(
+	$primary, q{
+CREATE EXTENSION msgbilling;
+CREATE TABLE messages (id bigserial PRIMARY KEY, org_id integer NOT NULL,
+                       tokens_used integer,
+                       created_at timestamptz NOT NULL DEFAULT now());
+SELECT msgbilling.attach('messages', created_column => 'created_at');
+SELECT msgbilling.set_price(NULL, 0.001, '2020-01-01');
+SELECT count(msgbilling.top_up(o, 1000000)) FROM generate_series(1, 100) o;
+});
+
+# -------------------------------------------------------------------------
+# Drains a backlog; the INSERT's commit wakes it (naptime is one hour)
+# -------------------------------------------------------------------------
+
+sql($primary,
+	"INSERT INTO messages (org_id, tokens_used)"
+	  . " SELECT 1 + i % 100, 100 FROM generate_series(1, 30000) i");
+ok( $primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'the worker drained a backlog of 30000 messages');
+is(sql($primary, 'SELECT charged, failed FROM msgbilling.stats()'),
+	'30000|0', 'all 30000 charged');
+is(sql($primary, 'SELECT count(*) FROM msgbilling.ledger WHERE kind = \'charge\''),
+	'600', 'in batches of 5000: one charge entry per org per batch');
+is(sql($primary, 'SELECT bool_and(ok) FROM msgbilling.verify()'),
+	't', 'verify() is clean');
+like(
+	sql($primary,
+		"SELECT query FROM pg_stat_activity WHERE backend_type = 'msgbilling worker'"),
+	qr/^msgbilling worker: \w+; billed \d+ since start; backlog \d+$/,
+	'pg_stat_activity shows its progress');
+
+my $start = time();
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (1, 10)');
+$primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')
+  or die 'the fresh message was not billed';
+my $delay = time() - $start;
+ok($delay < 30, "wake on commit: a fresh message billed after ${delay}s, naptime 1h");
+
+# -------------------------------------------------------------------------
+# SIGHUP: a new naptime applies without a restart
+# -------------------------------------------------------------------------
+
+sql($primary, "ALTER SYSTEM SET msgbilling.wake_on_commit = off");
+$primary->reload;
+sleep 1;
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (2, 10)');
+sleep 2;
+is(sql($primary, 'SELECT msgbilling.backlog()'),
+	'1', 'without wake-on-commit the message waits for the naptime');
+sql($primary, "ALTER SYSTEM SET msgbilling.naptime = '200ms'");
+$primary->reload;
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'after SIGHUP the new naptime applies');
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (3, 10)');
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'and keeps applying');
+sql($primary, "ALTER SYSTEM RESET msgbilling.wake_on_commit");
+sql($primary, "ALTER SYSTEM SET msgbilling.naptime = '1h'");
+$primary->reload;
+
+# -------------------------------------------------------------------------
+# A failing batch: logged once, backed off, recovered from
+# -------------------------------------------------------------------------
+
+sql($primary, 'ALTER TABLE messages RENAME COLUMN tokens_used TO tokens');
+sql($primary, 'INSERT INTO messages (org_id, tokens) VALUES (1, 10)');
+sleep 4;
+is(log_count($primary, qr/worker: billing failed: tokens column/),
+	1, 'a batch that keeps failing is logged once');
+ok(worker_pid($primary) ne '', 'and the worker lives on');
+sql($primary, 'ALTER TABLE messages RENAME COLUMN tokens TO tokens_used');
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (1, 10)');
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'once the cause is gone it bills again');
+ok(log_count($primary, qr/worker: billing again/) >= 1, 'and says so');
+
+# -------------------------------------------------------------------------
+# kill -9 of the worker: crash recovery, and the worker comes back
+# -------------------------------------------------------------------------
+
+my $old_pid = worker_pid($primary);
+kill 'KILL', $old_pid;
+$primary->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'msgbilling worker'"
+	  . " AND pid <> $old_pid")
+  or die 'the worker did not come back';
+pass('after kill -9 the worker is back');
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) SELECT 5, 1 FROM generate_series(1, 100)');
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'and carries on billing');
+is(sql($primary, 'SELECT bool_and(ok) FROM msgbilling.verify()'), 't',
+	'verify() is clean after the crash');
+
+# -------------------------------------------------------------------------
+# kill -9 of a backend in the middle of a large drain
+# -------------------------------------------------------------------------
+
+sql($primary, "ALTER SYSTEM SET msgbilling.enabled = off");
+$primary->reload;
+sleep 1;
+my $charged_before = sql($primary, 'SELECT charged FROM msgbilling.stats()');
+sql($primary,
+	"INSERT INTO messages (org_id, tokens_used)"
+	  . " SELECT 1 + i % 100, 1 FROM generate_series(1, 400000) i");
+my $charges_before = sql($primary,
+	"SELECT count(*) FROM msgbilling.ledger WHERE kind = 'charge'");
+my ($out, $err) = ('', '');
+my $drain = IPC::Run::start(
+	[ 'psql', '-X', '-d', $primary->connstr('postgres'),
+	  '-c', 'CALL msgbilling.drain(20000)' ],
+	'>', \$out, '2>', \$err);
+$primary->poll_query_until('postgres',
+	"SELECT count(*) > $charges_before FROM msgbilling.ledger WHERE kind = 'charge'")
+  or die 'the drain did not commit a batch';
+my $drain_pid = sql($primary,
+	"SELECT pid FROM pg_stat_activity WHERE query LIKE 'CALL msgbilling.drain%'");
+kill 'KILL', $drain_pid;
+$drain->finish;
+$primary->poll_query_until('postgres', 'SELECT true') or die;
+my ($charged, $pending) = split /\|/,
+  sql($primary, 'SELECT charged, pending FROM msgbilling.stats()');
+ok($pending > 0, "the drain was killed part way ($pending left pending)");
+is(($charged - $charged_before) % 20000, 0,
+	'only whole batches of 20000 were committed');
+is(sql($primary, 'SELECT bool_and(ok) FROM msgbilling.verify()'), 't',
+	'verify() is clean after crash recovery');
+sql($primary, "ALTER SYSTEM RESET msgbilling.enabled");
+$primary->reload;
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'the worker finishes the rest');
+is( sql($primary, 'SELECT charged, failed FROM msgbilling.stats()'),
+	($charged_before + 400000) . '|0',
+	'every message charged exactly once');
+is(sql($primary, 'SELECT bool_and(ok) FROM msgbilling.verify()'), 't',
+	'verify() is clean');
+
+# -------------------------------------------------------------------------
+# A streaming standby bills nothing; promotion makes it bill
+# -------------------------------------------------------------------------
+
+$primary->backup('backup');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'backup', has_streaming => 1);
+$standby->start;
+sql($primary, "ALTER SYSTEM SET msgbilling.enabled = off");
+$primary->reload;
+sleep 1;
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) SELECT 7, 1 FROM generate_series(1, 50)');
+$primary->wait_for_catchup($standby);
+sleep 2;
+is(sql($standby, 'SELECT msgbilling.backlog()'), '50',
+	'the standby sees the pending messages');
+is(worker_pid($standby), '', 'no worker runs on the standby');
+$primary->stop;
+$standby->promote;
+ok($standby->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'after promotion the new primary bills them');
+is(sql($standby, 'SELECT bool_and(ok) FROM msgbilling.verify()'), 't',
+	'verify() is clean on the promoted standby');
+
+$standby->stop;
+done_testing();

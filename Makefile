@@ -22,6 +22,10 @@ REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text \
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
 ISOLATION = concurrent_billers drain_vs_app
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
+# t/*.pl: TAP tests; each starts its own clusters (pg_cron, the worker).
+# installcheck runs every suite defined: run one with the others emptied,
+# e.g. make installcheck REGRESS= ISOLATION=   (TAP only).
+TAP_TESTS = 1
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

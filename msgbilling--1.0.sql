@@ -667,3 +667,181 @@ REVOKE ALL ON FUNCTION msgbilling.backlog(),
     msgbilling.stats("any"),
     msgbilling.history("any", integer, timestamptz),
     msgbilling.verify() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Scheduling drain with pg_cron (optional: msgbilling never requires it)
+-------------------------------------------------------------------------------
+
+-- Both functions first check that pg_cron can run jobs for this database:
+-- its library is loaded (shared_preload_libraries), cron.database_name
+-- names this database, and the extension exists here.  The check is
+-- written out in each (a shared helper would need its own EXECUTE grant).
+-- Only superusers and pg_read_all_settings may read cron.database_name;
+-- for other roles an installed pg_cron is trusted.
+-- pg_cron's objects are named only in dynamic SQL (EXECUTE), so msgbilling
+-- installs and runs without pg_cron.
+--
+-- Neither is SECURITY DEFINER, on purpose: pg_cron runs a job as the role
+-- that scheduled it (the current user when cron.schedule runs), and in a
+-- SECURITY DEFINER function that is the extension's owner, usually a
+-- superuser.  Every role granted schedule() would then get jobs running as
+-- the owner, past pg_cron's own access control (USAGE on schema cron) and
+-- past the EXECUTE grants drain needs.  As invoker the job runs as the
+-- caller, with the caller's privileges: the caller needs USAGE on schema
+-- cron and EXECUTE on drain and process_all_pending (checked by schedule(),
+-- or the job would fail at every run).  pg_cron keys named jobs by name and
+-- user, so each role has its own msgbilling-drain job, and unschedule()
+-- removes the caller's.
+
+-- Run CALL msgbilling.drain() on a cron schedule (default: every five
+-- minutes) as the pg_cron job "msgbilling-drain"; returns its job id.
+-- Scheduling again changes the schedule of the same job.
+CREATE FUNCTION msgbilling.schedule(schedule text DEFAULT '*/5 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    db text := pg_catalog.current_database();
+    -- cron.database_name: readable by superusers and pg_read_all_settings
+    -- only; NULL unless the server loaded pg_cron at startup
+    may_read boolean := pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE');
+    cron_db text := CASE WHEN may_read THEN
+                        pg_catalog.current_setting('cron.database_name', true) END;
+    installed boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                                  WHERE e.extname = 'pg_cron');
+    job_id bigint;
+BEGIN
+    IF schedule IS NULL THEN
+        RAISE EXCEPTION 'schedule must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
+    END IF;
+    IF pg_catalog.btrim(schedule) = '' THEN
+        RAISE EXCEPTION 'schedule must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
+    END IF;
+
+    -- Without may_read, an installed pg_cron is trusted: CREATE EXTENSION
+    -- pg_cron works only in the database cron.database_name names.
+    IF (may_read AND cron_db IS NULL) OR (NOT may_read AND NOT installed) THEN
+        RAISE EXCEPTION '%', CASE WHEN installed
+                                  THEN 'pg_cron is installed but not loaded'
+                                  ELSE format('pg_cron is not installed in database "%s"', db) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'msgbilling runs CALL msgbilling.drain() as a pg_cron job; pg_cron must be loaded at server start and installed in this database.',
+                  HINT = format('Install pg_cron (apt install postgresql-%s-cron), add it to shared_preload_libraries'
+                                ' (shared_preload_libraries = ''pg_cron'') and set cron.database_name = %L in postgresql.conf,'
+                                ' restart the server, then run CREATE EXTENSION pg_cron in database %I.',
+                                pg_catalog.current_setting('server_version_num')::integer / 10000,
+                                db, db);
+    ELSIF may_read AND cron_db <> db THEN
+        RAISE EXCEPTION '%', CASE WHEN installed
+                                  THEN format('pg_cron runs jobs from database "%s", not "%s"', cron_db, db)
+                                  ELSE format('pg_cron is not installed in database "%s"', db) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('cron.database_name is %L: pg_cron keeps its jobs in that database only.', cron_db),
+                  HINT = format('In database %I, run SELECT cron.schedule_in_database(%L, %L, %L, %L);'
+                                ' or set cron.database_name = %L in postgresql.conf, restart the server,'
+                                ' and run CREATE EXTENSION pg_cron in database %I.',
+                                cron_db, 'msgbilling-drain', schedule,
+                                'CALL msgbilling.drain()', db, db, db);
+    ELSIF NOT installed THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', db
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The server has loaded pg_cron for this database, but the extension has not been created here.',
+                  HINT = 'Run CREATE EXTENSION pg_cron.';
+    END IF;
+
+    IF NOT (pg_catalog.has_function_privilege('msgbilling.drain(integer, "any")', 'EXECUTE')
+            AND pg_catalog.has_function_privilege(
+                    'msgbilling.process_all_pending("any", bigint)', 'EXECUTE')) THEN
+        RAISE EXCEPTION 'role "%" may not run msgbilling.drain()', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'pg_cron runs the job as the role that schedules it, so every run would fail.',
+                  HINT = format('GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO %1$I;'
+                                ' GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint) TO %1$I;',
+                                current_user);
+    END IF;
+
+    -- pg_cron upserts a named job by (name, user); an invalid cron
+    -- expression is pg_cron's error.
+    EXECUTE 'SELECT cron.schedule(job_name => $1, schedule => $2, command => $3)'
+       INTO job_id
+      USING 'msgbilling-drain'::text, schedule, 'CALL msgbilling.drain()'::text;
+    RETURN job_id;
+END;
+$$;
+
+-- Remove the current user's msgbilling-drain job; false when there was none.
+CREATE FUNCTION msgbilling.unschedule()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    db text := pg_catalog.current_database();
+    -- cron.database_name: readable by superusers and pg_read_all_settings
+    -- only; NULL unless the server loaded pg_cron at startup
+    may_read boolean := pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE');
+    cron_db text := CASE WHEN may_read THEN
+                        pg_catalog.current_setting('cron.database_name', true) END;
+    installed boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
+                                  WHERE e.extname = 'pg_cron');
+    exists_sql constant text := 'SELECT EXISTS (SELECT 1 FROM cron.job j'
+                                ' WHERE j.jobname = $1 AND j.username = $2)';
+    have_job boolean;
+BEGIN
+    -- Without may_read, an installed pg_cron is trusted: CREATE EXTENSION
+    -- pg_cron works only in the database cron.database_name names.
+    IF (may_read AND cron_db IS NULL) OR (NOT may_read AND NOT installed) THEN
+        RAISE EXCEPTION '%', CASE WHEN installed
+                                  THEN 'pg_cron is installed but not loaded'
+                                  ELSE format('pg_cron is not installed in database "%s"', db) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'msgbilling runs CALL msgbilling.drain() as a pg_cron job; pg_cron must be loaded at server start and installed in this database.',
+                  HINT = format('Install pg_cron (apt install postgresql-%s-cron), add it to shared_preload_libraries'
+                                ' (shared_preload_libraries = ''pg_cron'') and set cron.database_name = %L in postgresql.conf,'
+                                ' restart the server, then run CREATE EXTENSION pg_cron in database %I.',
+                                pg_catalog.current_setting('server_version_num')::integer / 10000,
+                                db, db);
+    ELSIF may_read AND cron_db <> db THEN
+        RAISE EXCEPTION '%', CASE WHEN installed
+                                  THEN format('pg_cron runs jobs from database "%s", not "%s"', cron_db, db)
+                                  ELSE format('pg_cron is not installed in database "%s"', db) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('cron.database_name is %L: pg_cron keeps its jobs in that database only.', cron_db),
+                  HINT = format('In database %I, run SELECT cron.unschedule(%L).', cron_db, 'msgbilling-drain');
+    ELSIF NOT installed THEN
+        RAISE EXCEPTION 'pg_cron is not installed in database "%"', db
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The server has loaded pg_cron for this database, but the extension has not been created here.',
+                  HINT = 'Run CREATE EXTENSION pg_cron.';
+    END IF;
+
+    EXECUTE exists_sql INTO have_job
+      USING 'msgbilling-drain'::name, current_user::text;
+    IF NOT have_job THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        EXECUTE 'SELECT cron.unschedule(job_name => $1)'
+          USING 'msgbilling-drain'::text;
+    EXCEPTION WHEN internal_error THEN
+        -- pg_cron reports a missing job without an SQLSTATE (XX000): a
+        -- concurrent unschedule() removed it after the check above.
+        EXECUTE exists_sql INTO have_job
+          USING 'msgbilling-drain'::name, current_user::text;
+        IF have_job THEN
+            RAISE;
+        END IF;
+        RETURN false;
+    END;
+    RETURN true;
+END;
+$$;
+
+-- A job bills every few minutes: only roles granted these may start or stop it.
+REVOKE ALL ON FUNCTION msgbilling.schedule(text), msgbilling.unschedule()
+    FROM PUBLIC;

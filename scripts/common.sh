@@ -5,8 +5,9 @@
 
 PG_MAJOR=${PG_MAJOR:-15}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# pg_cron, perl (prove) and libipc-run-perl are for the TAP tests.
 MB_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
-postgresql-$PG_MAJOR-cron libipc-run-perl make gcc"
+postgresql-$PG_MAJOR-cron perl libipc-run-perl make gcc"
 
 # Run a command as root: directly when we are root, else through sudo.
 as_root() {

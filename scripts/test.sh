@@ -5,8 +5,8 @@
 #   bash scripts/test.sh
 #
 # Installs what it needs on Debian 12 (as root, or through sudo), builds
-# with -Werror, installs the extension, and runs the suites as the
-# postgres OS user on a copy of the tree.
+# with -Werror, installs the extension, and runs the suites (pg_regress,
+# isolation, TAP) as the postgres OS user on a copy of the tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -44,6 +44,32 @@ run_installcheck() {
     [ "$failed" -gt "$before" ] || failed=$((failed + 1))
 }
 
+# The TAP suite (t/*.pl; each test starts its own clusters), counted by
+# assertion: prove runs verbose, so every assertion prints "ok N - ..." or
+# "not ok N - ...".  Assertions rather than test files, so that the total
+# says how much was checked, as the other suites' counts do.  A test file
+# that dies (non-zero exit without a failed assertion, bad plan) counts as
+# one failure more, and so does a run that fails with neither (prove or
+# make dying, a bail-out).
+run_tap() {
+    local out="$MB_WORK/tap.out"
+    local rc=0 ok bad died
+    echo "== tap"
+    as_pg make -C "$MB_WORK/tree" -s PG_CONFIG="$PG_BIN/pg_config" \
+        installcheck REGRESS= ISOLATION= PROVE_FLAGS=--verbose \
+        >"$out" 2>&1 || rc=$?
+    cat "$out"
+    ok=$(grep -Ec '^ok [0-9]' "$out" || true)
+    bad=$(grep -Ec '^not ok [0-9]' "$out" || true)
+    died=$(grep -Ec '^t/.*\(Wstat: .* Failed: 0\)$' "$out" || true)
+    passed=$((passed + ok))
+    failed=$((failed + bad + died))
+    if [ "$rc" -ne 0 ]; then
+        tail -n 200 "$MB_WORK"/tree/tmp_check/log/regress_log_* 2>/dev/null || true
+        [ $((bad + died)) -gt 0 ] || failed=$((failed + 1))
+    fi
+}
+
 mb_install_deps
 mb_build
 mb_workdir
@@ -51,8 +77,10 @@ trap mb_cleanup EXIT
 cp -a . "$MB_WORK/tree"
 as_root chown -R postgres "$MB_WORK/tree"
 mb_cluster_start 5491 "max_prepared_transactions = 10"
-run_installcheck pg_regress ISOLATION=
-run_installcheck isolation REGRESS=
+# installcheck runs every suite the Makefile defines: empty the others.
+run_installcheck pg_regress ISOLATION= TAP_TESTS=
+run_installcheck isolation REGRESS= TAP_TESTS=
+run_tap
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -221,10 +221,13 @@ sleep 1;
 sql($primary, 'INSERT INTO messages (org_id, tokens_used) SELECT 7, 1 FROM generate_series(1, 50)');
 $primary->wait_for_catchup($standby);
 sleep 2;
+# SIGTERM (a fast shutdown sends it) stops the worker between batches
+$primary->stop('fast');
+ok(log_count($primary, qr/worker for database "postgres" stopping/) >= 1,
+	'the worker stops cleanly on SIGTERM');
 is(sql($standby, 'SELECT msgbilling.backlog()'), '50',
 	'the standby sees the pending messages');
 is(worker_pid($standby), '', 'no worker runs on the standby');
-$primary->stop;
 $standby->promote;
 ok($standby->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
 	'after promotion the new primary bills them');

@@ -9,6 +9,7 @@ OBJS = \
 	src/billing_api.o \
 	src/wallet.o \
 	src/report.o \
+	src/guard.o \
 	src/trigger.o \
 	src/wake.o \
 	src/worker.o

@@ -16,6 +16,7 @@ CREATE TABLE msgbilling.config (
     tokens_column name NOT NULL,
     model_column name,
     created_column name,
+    org_type regtype NOT NULL,
     index_names name[] NOT NULL,
     attached_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -79,6 +80,27 @@ SELECT pg_catalog.pg_extension_config_dump('msgbilling.prices_id_seq', '');
 -- Money lives here: nobody but the owner reads or writes these directly.
 REVOKE ALL ON msgbilling.config, msgbilling.credits, msgbilling.ledger,
     msgbilling.prices FROM PUBLIC;
+
+-- Guards (C, guard.c): the billing columns of the attached table change
+-- only through msgbilling, and the ledger is append-only, unless a
+-- superuser sets msgbilling.repair.
+CREATE FUNCTION msgbilling._guard_messages()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'guard_messages'
+LANGUAGE C;
+
+CREATE FUNCTION msgbilling._guard_ledger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'guard_ledger'
+LANGUAGE C;
+
+CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON msgbilling.ledger
+    FOR EACH ROW EXECUTE FUNCTION msgbilling._guard_ledger();
+CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON msgbilling.ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION msgbilling._guard_ledger();
+
+REVOKE ALL ON FUNCTION msgbilling._guard_messages(),
+    msgbilling._guard_ledger() FROM PUBLIC;
 
 -------------------------------------------------------------------------------
 -- attach / detach: the migration guide's data migration and its rollback
@@ -234,6 +256,67 @@ BEGIN
 END;
 $$;
 
+-- The org id type follows the config row, also when pg_dump's data is
+-- restored into a fresh CREATE EXTENSION (whose org_id columns are text).
+CREATE FUNCTION msgbilling._config_org_type()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM msgbilling._set_org_type(NEW.org_type);
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER config_org_type AFTER INSERT ON msgbilling.config
+    FOR EACH ROW EXECUTE FUNCTION msgbilling._config_org_type();
+
+-- Drop the guard triggers from a table, where they are.
+CREATE FUNCTION msgbilling._drop_guards(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg name;
+BEGIN
+    FOR trg IN SELECT t.tgname FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = rel
+                  AND t.tgname IN ('msgbilling_guard_insert', 'msgbilling_guard_update')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trg, rel);
+    END LOOP;
+END;
+$$;
+
+-- Put the guard triggers on the attached table (guard.c).  Their WHEN
+-- clauses keep the app's ordinary INSERTs and UPDATEs from calling any
+-- function.
+CREATE FUNCTION msgbilling._create_guards(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM msgbilling._drop_guards(rel);
+    EXECUTE format('CREATE TRIGGER msgbilling_guard_insert BEFORE INSERT ON %s'
+                   ' FOR EACH ROW WHEN (NEW.billing_status IS DISTINCT FROM ''pending'''
+                   ' OR NEW.cost_credits IS NOT NULL OR NEW.charged_at IS NOT NULL'
+                   ' OR NEW.billing_error IS NOT NULL OR NEW.billing_ledger_id IS NOT NULL)'
+                   ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+    EXECUTE format('CREATE TRIGGER msgbilling_guard_update BEFORE UPDATE OF'
+                   ' billing_status, cost_credits, charged_at, billing_error,'
+                   ' billing_ledger_id ON %s FOR EACH ROW WHEN'
+                   ' (OLD.billing_status IS DISTINCT FROM NEW.billing_status'
+                   ' OR OLD.cost_credits IS DISTINCT FROM NEW.cost_credits'
+                   ' OR OLD.charged_at IS DISTINCT FROM NEW.charged_at'
+                   ' OR OLD.billing_error IS DISTINCT FROM NEW.billing_error'
+                   ' OR OLD.billing_ledger_id IS DISTINCT FROM NEW.billing_ledger_id)'
+                   ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+END;
+$$;
+
 -- Create msgbilling's indexes on the attached table; returns their names.
 --
 -- Instead of the guide's three indexes (billing_status; org_id,
@@ -360,14 +443,15 @@ BEGIN
                        ' ''failed'', ''refunded'', ''legacy''))', messages);
     END IF;
 
-    PERFORM msgbilling._set_org_type(org_type);
+    -- the config row's trigger gives the wallets and ledger the org type
     INSERT INTO msgbilling.config (messages, key_column, org_column,
                                    tokens_column, model_column,
-                                   created_column, index_names)
+                                   created_column, org_type, index_names)
     VALUES (messages, pk.col, org_column, tokens_column, model_column,
-            created_column,
+            created_column, org_type,
             msgbilling._create_indexes(messages, pk.col, org_column,
                                        created_column));
+    PERFORM msgbilling._create_guards(messages);
 
     PERFORM msgbilling._wake_worker();
     EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
@@ -415,6 +499,7 @@ BEGIN
     FOREACH idx IN ARRAY cfg.index_names LOOP
         EXECUTE format('DROP INDEX IF EXISTS %s', idx);
     END LOOP;
+    PERFORM msgbilling._drop_guards(messages);
     IF drop_columns THEN
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check,'
                        ' DROP COLUMN cost_credits, DROP COLUMN charged_at,'
@@ -431,6 +516,9 @@ REVOKE ALL ON FUNCTION msgbilling._wake_worker(),
     msgbilling._add_column(regclass, name, text, text),
     msgbilling._adopt_status(regclass, boolean),
     msgbilling._set_org_type(regtype),
+    msgbilling._config_org_type(),
+    msgbilling._create_guards(regclass),
+    msgbilling._drop_guards(regclass),
     msgbilling._create_indexes(regclass, name, name, name) FROM PUBLIC;
 -- attach and detach alter the app's table and msgbilling's own tables:
 -- they are for the extension's owner (a DBA), who may grant them.
@@ -441,6 +529,13 @@ REVOKE ALL ON FUNCTION msgbilling.attach(regclass, name, name, name, name, boole
 -- Prices
 -------------------------------------------------------------------------------
 
+-- After a new price: no_price failures become pending again (wallet.c).
+CREATE FUNCTION msgbilling._repend_no_price()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'repend_no_price'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION msgbilling._repend_no_price() FROM PUBLIC;
+
 CREATE FUNCTION msgbilling.set_price(model text, credits_per_token numeric,
                                      effective_from timestamptz DEFAULT pg_catalog.now())
 RETURNS bigint
@@ -450,8 +545,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     new_id bigint;
-    attached regclass;
-    key_col name;
 BEGIN
     IF credits_per_token IS NULL OR effective_from IS NULL THEN
         RAISE EXCEPTION 'credits_per_token and effective_from must not be NULL'
@@ -484,16 +577,8 @@ BEGIN
     INSERT INTO msgbilling.prices (model, credits_per_token, effective_from)
     VALUES (model, credits_per_token, effective_from)
     RETURNING id INTO new_id;
-    -- Messages that failed for want of a price may have one now.  Rows a
-    -- biller holds are skipped: it is deciding them already.
-    SELECT c.messages, c.key_column INTO attached, key_col FROM msgbilling.config c;
-    IF FOUND THEN
-        EXECUTE format('UPDATE %1$s m SET billing_status = ''pending'', billing_error = NULL'
-                       ' WHERE m.%2$I IN (SELECT f.%2$I FROM %1$s f'
-                       ' WHERE f.billing_status = ''failed'' AND f.billing_error = ''no_price'''
-                       ' FOR UPDATE SKIP LOCKED)', attached, key_col);
-        PERFORM msgbilling._wake_worker();
-    END IF;
+    -- Messages that failed for want of a price may have one now.
+    PERFORM msgbilling._repend_no_price();
     RETURN new_id;
 END;
 $$;

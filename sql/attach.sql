@@ -160,7 +160,21 @@ SELECT id, org_id, billing_status, cost_credits, charged_at, billing_error,
        billing_ledger_id
   FROM int_msgs ORDER BY id;
 
--- the CHECK constraint rejects an unknown status
+-- the guard triggers refuse any status but pending on INSERT, and any
+-- change of a billing column, from the app
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
+VALUES (3, 100, 5, 'paid');
+UPDATE int_msgs SET billing_status = 'billed' WHERE id = 1;
+UPDATE int_msgs SET cost_credits = 1 WHERE id = 1;
+-- an UPDATE of other columns, or one that changes nothing, is fine
+UPDATE int_msgs SET body = 'edited' WHERE id = 1;
+UPDATE int_msgs SET billing_status = billing_status WHERE id = 1;
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
+VALUES (3, 100, 5, 'pending');
+DELETE FROM int_msgs WHERE id = 3;
+-- under the superuser's repair switch, the CHECK constraint still rejects
+-- an unknown status
+SET msgbilling.repair = on;
 INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
 VALUES (3, 100, 5, 'paid');
 UPDATE int_msgs SET billing_status = 'billed' WHERE id = 1;
@@ -168,6 +182,7 @@ UPDATE int_msgs SET billing_status = 'billed' WHERE id = 1;
 UPDATE int_msgs SET billing_status = NULL WHERE id = 1;
 -- statuses longer than 20 characters do not fit
 UPDATE int_msgs SET billing_status = 'pending-for-a-very-long-time' WHERE id = 1;
+RESET msgbilling.repair;
 
 -- only one table per database: the error names the attached one, and the
 -- same table cannot be attached twice either
@@ -385,7 +400,10 @@ SELECT msgbilling.attach('messages', model_column => 'model',
                          created_column => 'created_at');
 INSERT INTO messages (id, org_id, tokens_used, model, created_at)
 VALUES (6, 'aaaaaaaa-0000-0000-0000-000000000000', 10, 'm1', '2024-03-01 00:00+00');
+-- the guard triggers depend on the extension: DROP EXTENSION alone refuses,
+-- CASCADE drops them (and nothing else of the app's)
 DROP EXTENSION msgbilling;
+DROP EXTENSION msgbilling CASCADE;
 SELECT count(*) AS extensions FROM pg_extension WHERE extname = 'msgbilling';
 SELECT count(*) AS msgbilling_objects FROM pg_class
  WHERE relnamespace = 'msgbilling'::regnamespace;

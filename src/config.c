@@ -17,6 +17,7 @@
 #include "utils/memutils.h"
 
 #include "config.h"
+#include "guard.h"
 #include "msgbilling.h"
 
 static MemoryContext config_cxt = NULL;
@@ -213,11 +214,25 @@ mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
 	return plans[id];
 }
 
-/* Run a kept plan; anything but the expected SPI result is a bug. */
+/*
+ * Run a kept plan; anything but the expected SPI result is a bug.  The
+ * guard triggers let msgbilling's own statements through (guard.c).
+ */
 void
 mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
-	int			ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	int			ret;
+
+	mb_writing++;
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(plan, values, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		mb_writing--;
+	}
+	PG_END_TRY();
 
 	if (ret != expected)
 		elog(ERROR, "msgbilling statement returned %s, expected %s",

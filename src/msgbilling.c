@@ -11,6 +11,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "guard.h"
 #include "msgbilling.h"
 #include "wake.h"
 #include "worker.h"
@@ -88,6 +89,13 @@ _PG_init(void)
 							 LOG, log_level_options,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("msgbilling.repair",
+							 "Lets a superuser change billing columns and the ledger by hand.",
+							 "For repairing data; msgbilling's guards refuse such "
+							 "changes otherwise.",
+							 &mb_repair, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	/* PGC_POSTMASTER settings can only be defined at server start */
 	if (process_shared_preload_libraries_in_progress)

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "convert.h"
+#include "guard.h"
 #include "msgbilling.h"
 #include "wake.h"
 
@@ -35,9 +36,20 @@ static void
 run(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	const char *nulls, int expected)
 {
-	int			ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
-											false, 0);
+	int			ret;
 
+	/* the guard triggers let msgbilling's own statements through */
+	mb_writing++;
+	PG_TRY();
+	{
+		ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
+									false, 0);
+	}
+	PG_FINALLY();
+	{
+		mb_writing--;
+	}
+	PG_END_TRY();
 	if (ret != expected)
 		elog(ERROR, "wallet statement returned %s, expected %s",
 			 SPI_result_code_string(ret), SPI_result_code_string(expected));
@@ -166,24 +178,39 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 }
 
 /*
- * Make the org's insufficient_credits failures pending again, after its
- * wallet changed (top-up, adjustment, refund, overdraft).  Rows another session is billing are skipped:
- * they are not failed any more when it commits.
+ * Make failures for reason pending again, of one org (org_null false) or
+ * all; returns how many.  Rows another session is billing right now are
+ * skipped: they are not failed any more when it commits.  Wakes the
+ * worker when there is new work.
  */
-static void
-repend_insufficient(const MbConfig *cfg, Datum org)
+static uint64
+repend_failed(const MbConfig *cfg, const char *reason, Datum org,
+			  bool org_null)
 {
-	Oid			argtypes[1] = {cfg->org_type};
+	Oid			argtypes[2] = {cfg->org_type, TEXTOID};
+	Datum		values[2] = {org, reason ? CStringGetTextDatum(reason) : (Datum) 0};
+	char		nulls[2] = {org_null ? 'n' : ' ', reason ? ' ' : 'n'};
 	char	   *sql = psprintf("UPDATE %s m SET billing_status = 'pending',"
 							   " billing_error = NULL WHERE m.%s IN"
-							   " (SELECT f.%s FROM %s f WHERE f.%s = $1"
-							   " AND f.billing_status = 'failed'"
-							   " AND f.billing_error = 'insufficient_credits'"
+							   " (SELECT f.%s FROM %s f"
+							   " WHERE f.billing_status = 'failed'"
+							   " AND ($1 IS NULL OR f.%s = $1)"
+							   " AND ($2 IS NULL OR f.billing_error = $2)"
 							   " FOR UPDATE SKIP LOCKED)",
 							   cfg->relname, cfg->key_col, cfg->key_col,
 							   cfg->relname, cfg->org_col);
 
-	run(sql, 1, argtypes, &org, NULL, SPI_OK_UPDATE);
+	run(sql, 2, argtypes, values, nulls, SPI_OK_UPDATE);
+	if (SPI_processed > 0)
+		mb_wake_at_commit();
+	return SPI_processed;
+}
+
+/* After a change to the org's wallet: its insufficient_credits failures. */
+static void
+repend_insufficient(const MbConfig *cfg, Datum org)
+{
+	(void) repend_failed(cfg, "insufficient_credits", org, false);
 }
 
 /*
@@ -432,26 +459,36 @@ Datum
 retry_failed(PG_FUNCTION_ARGS)
 {
 	const MbConfig *cfg;
-	Oid			argtypes[1];
 	Datum		org = (Datum) 0;
-	char	   *sql;
 	uint64		n;
 
 	SPI_connect();
 	cfg = mb_config();
-	argtypes[0] = cfg->org_type;
-	sql = psprintf("UPDATE %s m SET billing_status = 'pending',"
-				   " billing_error = NULL WHERE m.%s IN"
-				   " (SELECT f.%s FROM %s f WHERE f.billing_status = 'failed'"
-				   " AND ($1 IS NULL OR f.%s = $1) FOR UPDATE SKIP LOCKED)",
-				   cfg->relname, cfg->key_col, cfg->key_col, cfg->relname,
-				   cfg->org_col);
 	if (!PG_ARGISNULL(0))
 		org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-	run(sql, 1, argtypes, &org, PG_ARGISNULL(0) ? "n" : NULL, SPI_OK_UPDATE);
-	n = SPI_processed;
-	if (n > 0)
-		mb_wake_at_commit();
+	n = repend_failed(cfg, NULL, org, PG_ARGISNULL(0));
+	SPI_finish();
+	PG_RETURN_INT64((int64) n);
+}
+
+PG_FUNCTION_INFO_V1(repend_no_price);
+
+/*
+ * msgbilling._repend_no_price() -> bigint
+ *		After a new price: no_price failures are pending again.  Nothing
+ *		when no table is attached.
+ */
+Datum
+repend_no_price(PG_FUNCTION_ARGS)
+{
+	uint64		n;
+	bool		isnull;
+
+	SPI_connect();
+	if (SPI_execute("SELECT 1 FROM msgbilling.config", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read msgbilling.config");
+	isnull = SPI_processed == 0;
+	n = isnull ? 0 : repend_failed(mb_config(), "no_price", (Datum) 0, true);
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }

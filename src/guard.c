@@ -1,0 +1,95 @@
+/*
+ * guard.c
+ *		Trigger functions that keep the billing columns of the attached
+ *		table and the ledger unchanged by anything but msgbilling.
+ *
+ * msgbilling.attach() puts two triggers on the app's table: BEFORE INSERT
+ * when a new row is not a plain pending message, and BEFORE UPDATE OF the
+ * billing columns when one of them changes.  Their WHEN clauses keep the
+ * app's ordinary INSERTs and UPDATEs from calling any function.  The
+ * extension script puts BEFORE UPDATE/DELETE/TRUNCATE triggers on the
+ * ledger.  msgbilling's own statements run with mb_writing raised (see
+ * mb_exec_plan), which lets them through; so does msgbilling.repair, a
+ * superuser-only setting for repairing data by hand.
+ */
+#include "postgres.h"
+
+#include "commands/trigger.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "guard.h"
+
+PG_FUNCTION_INFO_V1(guard_messages);
+PG_FUNCTION_INFO_V1(guard_ledger);
+
+bool		mb_repair = false;
+int			mb_writing = 0;
+
+/* The row a BEFORE trigger lets through. */
+static Datum
+pass(TriggerData *td)
+{
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		return PointerGetDatum(td->tg_newtuple);
+	return PointerGetDatum(td->tg_trigtuple);
+}
+
+/* Error unless called as a trigger. */
+static TriggerData *
+trigger_data(FunctionCallInfo fcinfo)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("msgbilling guard functions must be called as triggers")));
+	return (TriggerData *) fcinfo->context;
+}
+
+/* msgbilling._guard_messages(): the attached table's billing columns. */
+Datum
+guard_messages(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = trigger_data(fcinfo);
+	char	   *rel = get_rel_name(RelationGetRelid(td->tg_relation));
+
+	if (mb_writing > 0 || mb_repair)
+		return pass(td);
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("new messages in %s must be pending", rel),
+				 errdetail("msgbilling alone sets billing_status, cost_credits, "
+						   "charged_at, billing_error and billing_ledger_id."),
+				 errhint("Leave the billing columns out of the INSERT.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("the billing columns of %s change only through msgbilling",
+					rel),
+			 errdetail("billing_status, cost_credits, charged_at, billing_error "
+					   "and billing_ledger_id are written by billing, refunds "
+					   "and retries."),
+			 errhint("Use msgbilling's functions; a superuser can repair data "
+					 "with SET msgbilling.repair = on.")));
+	return (Datum) 0;
+}
+
+/* msgbilling._guard_ledger(): the ledger is append-only. */
+Datum
+guard_ledger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = trigger_data(fcinfo);
+
+	if (mb_repair)
+		return TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) ? (Datum) 0 :
+			TRIGGER_FIRED_BY_DELETE(td->tg_event) ?
+			PointerGetDatum(td->tg_trigtuple) : pass(td);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("msgbilling.ledger is append-only"),
+			 errdetail("Every balance reconciles with the ledger: its entries "
+					   "are never updated, deleted or truncated."),
+			 errhint("Correct a balance with msgbilling.adjust(); a superuser "
+					 "can repair data with SET msgbilling.repair = on.")));
+	return (Datum) 0;
+}

@@ -1,0 +1,114 @@
+# pg_dump of a database billing with msgbilling, restored into a fresh
+# database: wallets, ledger, prices and configuration come back, verify()
+# is clean, the guards are in place, and billing goes on.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('dump');
+$node->init;
+$node->start;
+
+sub sql
+{
+	my ($db, $query) = @_;
+	return $node->safe_psql($db, $query);
+}
+
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+sql(
+	'app', q{
+CREATE EXTENSION msgbilling;
+CREATE TABLE messages (
+    id bigserial PRIMARY KEY,
+    org_id uuid NOT NULL,
+    content text,
+    model text,
+    tokens_used integer,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO messages (org_id, tokens_used, created_at)
+VALUES ('00000000-0000-0000-0000-000000000001', 5, '2023-01-01');   -- legacy
+SELECT msgbilling.attach('messages', model_column => 'model',
+                         created_column => 'created_at');
+SELECT msgbilling.set_price(NULL, 0.01, '2024-01-01');
+SELECT msgbilling.set_price('gpt-4o', 0.02, '2024-01-01');
+SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000001', 10, 'card', 'pay-1');
+SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000002', 1);
+SELECT msgbilling.set_overdraft('00000000-0000-0000-0000-000000000002', 2);
+INSERT INTO messages (org_id, model, tokens_used, created_at)
+SELECT ('00000000-0000-0000-0000-00000000000' || (1 + i % 3))::uuid,
+       CASE WHEN i % 2 = 0 THEN 'gpt-4o' END, 10 * i,
+       '2024-06-01'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 30) i;
+SELECT * FROM msgbilling.process_all_pending(max_messages => 20);
+SELECT msgbilling.refund((SELECT min(id) FROM messages WHERE billing_status = 'charged'));
+});
+
+my $state = q{
+SELECT (SELECT string_agg(billing_status || ':' || n, ',' ORDER BY billing_status)
+          FROM (SELECT billing_status, count(*) AS n FROM messages GROUP BY 1) s),
+       (SELECT string_agg(org_id || '=' || balance || '/' || overdraft_limit, ',' ORDER BY org_id)
+          FROM msgbilling.credits),
+       (SELECT count(*) || ' entries, sum ' || sum(amount) FROM msgbilling.ledger),
+       (SELECT count(*) FROM msgbilling.prices),
+       (SELECT messages || ' ' || org_type FROM msgbilling.config)
+};
+my $before = sql('app', $state);
+like($before, qr/charged:\d+,.*failed:\d+,legacy:1,pending:\d+,refunded:1/,
+	'the source database has every status');
+
+my $dump = $node->basedir . '/app.dump';
+command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('app'), '-f', $dump ],
+	'pg_dump');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+command_ok([ 'pg_restore', '-d', $node->connstr('restored'), $dump ],
+	'pg_restore into a fresh database');
+
+is(sql('restored', $state), $before,
+	'messages, wallets, ledger, prices and configuration came back');
+is( sql('restored',
+		"SELECT string_agg(format_type(atttypid, NULL), ',') FROM pg_attribute"
+		  . " WHERE attname = 'org_id' AND attrelid IN"
+		  . " ('msgbilling.credits'::regclass, 'msgbilling.ledger'::regclass)"),
+	'uuid,uuid', 'wallet and ledger org ids are uuid again');
+is(sql('restored', 'SELECT bool_and(ok) FROM msgbilling.verify()'),
+	't', 'verify() is clean after the restore');
+is( sql('restored',
+		"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'messages'::regclass"
+		  . " AND tgname LIKE 'msgbilling_guard_%'"),
+	'2', 'the guard triggers came back');
+my ($ok, $out, $err) = $node->psql('restored',
+	"UPDATE messages SET billing_status = 'charged' WHERE billing_status = 'pending'");
+like($err, qr/change only through msgbilling/, 'and guard the restored table');
+
+# billing goes on: pending messages, new messages, top-ups, idempotency
+sql('restored',
+	"SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000004', 5);"
+	  . " INSERT INTO messages (org_id, tokens_used)"
+	  . " VALUES ('00000000-0000-0000-0000-000000000004', 7)");
+is( sql('restored',
+		"SELECT charged FROM msgbilling.process_all_pending('00000000-0000-0000-0000-000000000004')"),
+	'1', 'billing goes on in the restored database');
+is( sql('restored',
+		"SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000001', 10, 'card', 'pay-1')"
+		  . " = msgbilling.balance('00000000-0000-0000-0000-000000000001')"),
+	't', 'an idempotency key used before the dump still credits nothing');
+sql('restored',
+	"SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000002', 50)");
+sql('restored', 'SELECT * FROM msgbilling.process_all_pending()');
+is( sql('restored',
+		"SELECT count(*) FROM messages WHERE billing_status IN ('pending', 'failed')"
+		  . " AND org_id = '00000000-0000-0000-0000-000000000002'"),
+	'0', 'after a top-up, the org\'s failures were billed');
+is( sql('restored',
+		'SELECT count(*) = count(DISTINCT id) FROM msgbilling.ledger'),
+	't', 'new ledger entries continue the restored sequence');
+is(sql('restored', 'SELECT bool_and(ok) FROM msgbilling.verify()'),
+	't', 'verify() is clean after billing in the restored database');
+
+$node->stop;
+done_testing();

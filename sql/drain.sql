@@ -1,4 +1,6 @@
 -- CALL msgbilling.drain(): batches, each its own transaction.
+-- CONTEXT lines would tie this file to the text of internal statements.
+\set SHOW_CONTEXT never
 CREATE EXTENSION msgbilling;
 CREATE TABLE messages (
     id bigint PRIMARY KEY,

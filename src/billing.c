@@ -7,7 +7,7 @@
  *	1. claim: lock up to N billable messages with FOR UPDATE SKIP LOCKED, so
  *	   concurrent billers never wait for each other's messages and never
  *	   claim the same one; rows come back sorted by org, then creation time
- *	   and key, each with the rank of its org;
+ *	   and key;
  *	2. lock the wallets of those orgs, also with SKIP LOCKED: an org whose
  *	   wallet another biller holds is left pending for a later batch, which
  *	   keeps one biller per org at a time and makes waits impossible;
@@ -15,7 +15,7 @@
  *	   busy ones;
  *	4. one UPDATE of the wallets and one INSERT into the ledger, one row per
  *	   org, in a single statement;
- *	5. one UPDATE of the messages from arrays.
+ *	5. one UPDATE of the messages from arrays, by ctid.
  *
  * Deciding happens here in C, per org in order: a running sum of costs is
  * compared with balance + overdraft limit, and the first message that does
@@ -78,6 +78,7 @@ typedef enum RowOutcome
 /* One claimed message and what was decided for it. */
 typedef struct BatchRow
 {
+	ItemPointerData tid;		/* where the locked row is */
 	Datum		key;
 	bool		tokens_null;
 	Datum		tokens;			/* numeric */
@@ -152,7 +153,12 @@ mb_totals_init(MbTotals *totals)
  * ---------------------------------------------------------------------
  */
 
-/* The claim statement with the given WHERE clause on messages m. */
+/*
+ * The claim statement with the given WHERE clause on messages m.  It locks
+ * the oldest billable messages (creation time, then key: the heap order of
+ * an append-mostly table, so a batch touches few pages), then sorts them
+ * by org so that each org's messages are adjacent for deciding.
+ */
 static char *
 claim_sql(const MbConfig *cfg, const char *filter)
 {
@@ -160,7 +166,7 @@ claim_sql(const MbConfig *cfg, const char *filter)
 
 	initStringInfo(&s);
 	appendStringInfo(&s,
-					 "WITH c AS (SELECT m.%s AS k, m.%s AS o, m.%s AS t,",
+					 "WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o, m.%s AS t,",
 					 cfg->key_col, cfg->org_col, cfg->tokens_col);
 	if (cfg->model_col)
 		appendStringInfo(&s, " m.%s AS md,", cfg->model_col);
@@ -174,9 +180,8 @@ claim_sql(const MbConfig *cfg, const char *filter)
 	if (cfg->created_col)
 		appendStringInfo(&s, "m.%s, ", cfg->created_col);
 	appendStringInfo(&s, "m.%s LIMIT $1 FOR UPDATE OF m SKIP LOCKED)"
-					 " SELECT c.k, c.o, c.t::pg_catalog.numeric,"
-					 " c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
-					 " pg_catalog.dense_rank() OVER (ORDER BY c.o)"
+					 " SELECT c.tid, c.k, c.o, c.t::pg_catalog.numeric,"
+					 " c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz"
 					 " FROM c ORDER BY c.o, c.cr, c.k", cfg->key_col);
 	return s.data;
 }
@@ -282,9 +287,9 @@ write_messages_sql(const MbConfig *cfg)
 					" pg_catalog.unnest($3::pg_catalog.numeric[]),"
 					" pg_catalog.unnest($4::pg_catalog.text[]),"
 					" pg_catalog.unnest($5::pg_catalog.int8[]))"
-					" AS u(k, st, cost, err, lid)"
-					" WHERE m.%s = u.k",
-					cfg->relname, cfg->key_col);
+					" AS u(tid, st, cost, err, lid)"
+					" WHERE m.ctid = u.tid",
+					cfg->relname);
 }
 
 /* ---------------------------------------------------------------------
@@ -325,9 +330,12 @@ run_claim(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit)
 static void
 read_claim(Batch *b, SPITupleTable *tt, int n)
 {
-	int64		last_rank = 0;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
 	int			i;
 
+	get_typlenbyvalalign(b->cfg->org_type, &typlen, &typbyval, &typalign);
 	b->nrows = n;
 	b->rows = palloc0(sizeof(BatchRow) * Max(n, 1));
 	b->orgs = palloc0(sizeof(BatchOrg) * Max(n, 1));
@@ -337,22 +345,24 @@ read_claim(Batch *b, SPITupleTable *tt, int n)
 		HeapTuple	tup = tt->vals[i];
 		BatchRow   *r = &b->rows[i];
 		bool		isnull;
-		int64		rank;
+		Datum		org = SPI_getbinval(tup, tt->tupdesc, 3, &isnull);
 
-		r->key = SPI_getbinval(tup, tt->tupdesc, 1, &isnull);
-		r->tokens = SPI_getbinval(tup, tt->tupdesc, 3, &r->tokens_null);
-		r->model = SPI_getvalue(tup, tt->tupdesc, 4);
-		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 5,
+		r->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, tt->tupdesc, 1,
+																	  &isnull));
+		r->key = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
+		r->tokens = SPI_getbinval(tup, tt->tupdesc, 4, &r->tokens_null);
+		r->model = SPI_getvalue(tup, tt->tupdesc, 5);
+		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 6,
 													   &r->created_null));
-		rank = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
-		if (rank != last_rank)
+		/* rows come sorted by org: a new org starts a new group */
+		if (b->norgs == 0 ||
+			!datumIsEqual(org, b->orgs[b->norgs - 1].org, typbyval, typlen))
 		{
 			BatchOrg   *o = &b->orgs[b->norgs++];
 
-			o->org = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
+			o->org = org;
 			o->first = i;
 			o->charge = numeric_zero;
-			last_rank = rank;
 		}
 		b->orgs[b->norgs - 1].nrows++;
 	}
@@ -643,7 +653,7 @@ charge_wallets(Batch *b)
 typedef struct Decisions
 {
 	int			n;
-	Datum	   *keys;
+	Datum	   *tids;
 	Datum	   *statuses;
 	Datum	   *costs;
 	bool	   *cost_nulls;
@@ -660,7 +670,7 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 	int			cap = Max(b->nrows, 1);
 	int			i;
 
-	d->keys = palloc(sizeof(Datum) * cap);
+	d->tids = palloc(sizeof(Datum) * cap);
 	d->statuses = palloc(sizeof(Datum) * cap);
 	d->costs = palloc(sizeof(Datum) * cap);
 	d->cost_nulls = palloc(sizeof(bool) * cap);
@@ -687,7 +697,7 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 				totals->last_status = MB_PENDING;
 				continue;
 			}
-			d->keys[k] = r->key;
+			d->tids[k] = PointerGetDatum(&r->tid);
 			d->statuses[k] = CStringGetTextDatum(status);
 			d->costs[k] = charged ? r->cost : (Datum) 0;
 			d->cost_nulls[k] = !charged;
@@ -724,18 +734,22 @@ array_with_nulls(Datum *elems, bool *nulls, int n, Oid type)
 											  typlen, typbyval, typalign));
 }
 
-/* Write every decided message in one UPDATE. */
+/*
+ * Write every decided message in one UPDATE, by ctid: the claim locked the
+ * rows, so they cannot have moved, and a TID scan spares an index probe
+ * per message.
+ */
 static void
 write_messages(const Batch *b, Decisions *d)
 {
-	Oid			argtypes[5] = {b->cfg->key_array_type, TEXTARRAYOID,
+	Oid			argtypes[5] = {TIDARRAYOID, TEXTARRAYOID,
 	NUMERICARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
 	Datum		values[5];
 	bool	   *nonulls = palloc0(sizeof(bool) * Max(d->n, 1));
 
 	if (d->n == 0)
 		return;
-	values[0] = array_with_nulls(d->keys, nonulls, d->n, b->cfg->key_type);
+	values[0] = array_with_nulls(d->tids, nonulls, d->n, TIDOID);
 	values[1] = array_with_nulls(d->statuses, nonulls, d->n, TEXTOID);
 	values[2] = array_with_nulls(d->costs, d->cost_nulls, d->n, NUMERICOID);
 	values[3] = array_with_nulls(d->reasons, d->reason_nulls, d->n, TEXTOID);

@@ -5,6 +5,7 @@ OBJS = \
 	src/config.o \
 	src/convert.o \
 	src/prices.o \
+	src/claim.o \
 	src/billing.o \
 	src/billing_api.o \
 	src/wallet.o \
@@ -19,9 +20,11 @@ DATA = msgbilling--1.0.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text \
-	refund_retry report drain trigger privileges
+	refund_retry report drain trigger privileges hostile search_path \
+	create_conflict
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
-ISOLATION = concurrent_billers drain_vs_app
+ISOLATION = concurrent_billers drain_vs_app max_messages retry_vs_biller \
+	idempotent_topup refund_races trigger_vs_drain
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
 # t/*.pl: TAP tests; each starts its own clusters (pg_cron, the worker).
 # installcheck runs every suite defined: run one with the others emptied,

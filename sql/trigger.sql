@@ -33,9 +33,14 @@ CREATE TRIGGER bill_all AFTER INSERT ON messages
     REFERENCING NEW TABLE AS new_messages
     FOR EACH STATEMENT EXECUTE FUNCTION msgbilling.bill_on_insert();
 SELECT msgbilling.top_up(1, 10);
+-- the top-up made message 3 pending again: it is older than the next
+-- INSERT's message, so the trigger bills it first (billing stays in order)
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 1);
+SELECT id, billing_status FROM messages WHERE id IN (3, 6) ORDER BY id;
+SELECT * FROM msgbilling.process_all_pending(1);
 INSERT INTO messages (org_id, tokens_used)
 SELECT 1, 1 FROM generate_series(1, 4);
-SELECT id, billing_status FROM messages WHERE id > 4 ORDER BY id;
+SELECT id, billing_status FROM messages WHERE id > 6 ORDER BY id;
 -- one charge entry for the four of them
 SELECT amount, message_count FROM msgbilling.ledger
  WHERE kind = 'charge' ORDER BY id DESC LIMIT 1;

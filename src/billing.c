@@ -38,6 +38,7 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
+#include "batch.h"
 #include "billing.h"
 #include "msgbilling.h"
 #include "prices.h"
@@ -46,59 +47,6 @@
 #define MB_COST_LIMIT "10000"
 /* Tokens above this are not a real message. */
 #define MB_TOKENS_LIMIT "1000000000000000"
-
-typedef enum WalletState
-{
-	WALLET_HELD,				/* locked by us: bill */
-	WALLET_BUSY,				/* locked by another biller: skip */
-	WALLET_MISSING				/* no wallet: fail with no_wallet */
-} WalletState;
-
-/* One org of a batch. */
-typedef struct BatchOrg
-{
-	Datum		org;			/* org id, from the claim's tuples */
-	int			first;			/* first row of the org in the claim */
-	int			nrows;
-	WalletState state;
-	bool		exhausted;		/* has an older unpaid message: charge none */
-	Datum		limit;			/* numeric: balance + overdraft limit */
-	Datum		charge;			/* numeric: sum of charged costs */
-	int			ncharged;
-	int64		ledger_id;
-} BatchOrg;
-
-typedef enum RowOutcome
-{
-	ROW_PENDING,				/* not decided: left pending */
-	ROW_CHARGED,
-	ROW_FAILED
-} RowOutcome;
-
-/* One claimed message and what was decided for it. */
-typedef struct BatchRow
-{
-	ItemPointerData tid;		/* where the locked row is */
-	Datum		key;
-	bool		tokens_null;
-	Datum		tokens;			/* numeric */
-	char	   *model;			/* NULL: none */
-	bool		created_null;
-	TimestampTz created;
-	RowOutcome	outcome;
-	const char *reason;			/* failure reason */
-	Datum		cost;			/* numeric, valid when charged */
-} BatchRow;
-
-typedef struct Batch
-{
-	const MbConfig *cfg;
-	MbPriceList *prices;
-	int			nrows;
-	BatchRow   *rows;
-	int			norgs;
-	BatchOrg   *orgs;
-} Batch;
 
 static Datum cost_limit;
 static Datum tokens_limit;
@@ -154,103 +102,6 @@ mb_totals_init(MbTotals *totals)
  */
 
 /*
- * The claim statement with the given WHERE clause on messages m.  It locks
- * the oldest billable messages (creation time, then key: the heap order of
- * an append-mostly table, so a batch touches few pages), then sorts them
- * by org so that each org's messages are adjacent for deciding.
- */
-static char *
-claim_sql(const MbConfig *cfg, const char *filter)
-{
-	StringInfoData s;
-
-	initStringInfo(&s);
-	appendStringInfo(&s,
-					 "WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o, m.%s AS t,",
-					 cfg->key_col, cfg->org_col, cfg->tokens_col);
-	if (cfg->model_col)
-		appendStringInfo(&s, " m.%s AS md,", cfg->model_col);
-	else
-		appendStringInfoString(&s, " NULL::pg_catalog.text AS md,");
-	if (cfg->created_col)
-		appendStringInfo(&s, " m.%s AS cr", cfg->created_col);
-	else
-		appendStringInfoString(&s, " NULL::pg_catalog.timestamptz AS cr");
-	appendStringInfo(&s, " FROM %s m WHERE %s ORDER BY ", cfg->relname, filter);
-	if (cfg->created_col)
-		appendStringInfo(&s, "m.%s, ", cfg->created_col);
-	appendStringInfo(&s, "m.%s LIMIT $1 FOR UPDATE OF m SKIP LOCKED)"
-					 " SELECT c.tid, c.k, c.o, c.t::pg_catalog.numeric,"
-					 " c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz"
-					 " FROM c ORDER BY c.o, c.cr, c.k", cfg->key_col);
-	return s.data;
-}
-
-static char *
-claim_all_sql(const MbConfig *cfg)
-{
-	return claim_sql(cfg, "m.billing_status = 'pending'");
-}
-
-static char *
-claim_org_sql(const MbConfig *cfg)
-{
-	return claim_sql(cfg, psprintf("m.%s = $2 AND m.billing_status = 'pending'",
-								   cfg->org_col));
-}
-
-static char *
-claim_ids_sql(const MbConfig *cfg)
-{
-	return claim_sql(cfg, psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)"
-								   " AND m.billing_status IN ('pending', 'failed')",
-								   cfg->key_col));
-}
-
-static char *
-claim_one_sql(const MbConfig *cfg)
-{
-	return claim_sql(cfg, psprintf("m.%s = $2"
-								   " AND m.billing_status IN ('pending', 'failed')",
-								   cfg->key_col));
-}
-
-static char *
-lock_wallets_sql(const MbConfig *cfg)
-{
-	return pstrdup("SELECT u.ix, c.balance, c.overdraft_limit"
-				   " FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
-				   " JOIN msgbilling.credits c ON c.org_id = u.o"
-				   " ORDER BY u.ix FOR UPDATE OF c SKIP LOCKED");
-}
-
-/*
- * Orgs (by ordinal) with an insufficient_credits failure outside this
- * batch: an older unpaid message, so that billing their later messages
- * would skip ahead of it.
- */
-static char *
-exhausted_sql(const MbConfig *cfg)
-{
-	return psprintf("SELECT u.ix"
-					" FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
-					" WHERE EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
-					" AND f.billing_status = 'failed'"
-					" AND f.billing_error = 'insufficient_credits'"
-					" AND f.%s OPERATOR(pg_catalog.<>) ALL ($2))",
-					cfg->relname, cfg->org_col, cfg->key_col);
-}
-
-static char *
-wallets_exist_sql(const MbConfig *cfg)
-{
-	return pstrdup("SELECT u.ix"
-				   " FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
-				   " WHERE EXISTS (SELECT 1 FROM msgbilling.credits c"
-				   " WHERE c.org_id = u.o)");
-}
-
-/*
  * Debit every org's wallet and write its one charge entry, returning the
  * entry id per org.  The ids come from the sequence in a CTE so that each
  * org's entry id is known without a second look-up.
@@ -290,216 +141,6 @@ write_messages_sql(const MbConfig *cfg)
 					" AS u(tid, st, cost, err, lid)"
 					" WHERE m.ctid = u.tid",
 					cfg->relname);
-}
-
-/* ---------------------------------------------------------------------
- * Claim
- * ---------------------------------------------------------------------
- */
-
-/* Run the claim statement of mode; SPI_tuptable holds the claimed rows. */
-static void
-run_claim(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit)
-{
-	Oid			argtypes[2] = {INT8OID, InvalidOid};
-	Datum		values[2] = {Int64GetDatum(limit), arg};
-	SPIPlanPtr	plan;
-
-	switch (mode)
-	{
-		case MB_CLAIM_ALL:
-			plan = mb_plan(MB_STMT_CLAIM_ALL, claim_all_sql, 1, argtypes);
-			break;
-		case MB_CLAIM_ORG:
-			argtypes[1] = cfg->org_type;
-			plan = mb_plan(MB_STMT_CLAIM_ORG, claim_org_sql, 2, argtypes);
-			break;
-		case MB_CLAIM_IDS:
-			argtypes[1] = cfg->key_array_type;
-			plan = mb_plan(MB_STMT_CLAIM_IDS, claim_ids_sql, 2, argtypes);
-			break;
-		default:
-			argtypes[1] = cfg->key_type;
-			plan = mb_plan(MB_STMT_CLAIM_ONE, claim_one_sql, 2, argtypes);
-			break;
-	}
-	mb_exec_plan(plan, values, NULL, SPI_OK_SELECT);
-}
-
-/* Read the claimed rows into the batch and group them by org. */
-static void
-read_claim(Batch *b, SPITupleTable *tt, int n)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			i;
-
-	get_typlenbyvalalign(b->cfg->org_type, &typlen, &typbyval, &typalign);
-	b->nrows = n;
-	b->rows = palloc0(sizeof(BatchRow) * Max(n, 1));
-	b->orgs = palloc0(sizeof(BatchOrg) * Max(n, 1));
-	b->norgs = 0;
-	for (i = 0; i < n; i++)
-	{
-		HeapTuple	tup = tt->vals[i];
-		BatchRow   *r = &b->rows[i];
-		bool		isnull;
-		Datum		org = SPI_getbinval(tup, tt->tupdesc, 3, &isnull);
-
-		r->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, tt->tupdesc, 1,
-																	  &isnull));
-		r->key = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
-		r->tokens = SPI_getbinval(tup, tt->tupdesc, 4, &r->tokens_null);
-		r->model = SPI_getvalue(tup, tt->tupdesc, 5);
-		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 6,
-													   &r->created_null));
-		/* rows come sorted by org: a new org starts a new group */
-		if (b->norgs == 0 ||
-			!datumIsEqual(org, b->orgs[b->norgs - 1].org, typbyval, typlen))
-		{
-			BatchOrg   *o = &b->orgs[b->norgs++];
-
-			o->org = org;
-			o->first = i;
-			o->charge = numeric_zero;
-		}
-		b->orgs[b->norgs - 1].nrows++;
-	}
-}
-
-/* ---------------------------------------------------------------------
- * Wallets
- * ---------------------------------------------------------------------
- */
-
-/* An array of the batch's org ids, in org order. */
-static Datum
-org_array(const Batch *b)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * b->norgs);
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			i;
-
-	for (i = 0; i < b->norgs; i++)
-		elems[i] = b->orgs[i].org;
-	get_typlenbyvalalign(b->cfg->org_type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_array(elems, b->norgs, b->cfg->org_type,
-										   typlen, typbyval, typalign));
-}
-
-/* Tell the wallets that were not locked apart: busy or missing. */
-static void
-classify_unlocked(Batch *b, Datum orgs)
-{
-	Oid			argtypes[1] = {b->cfg->org_array_type};
-	SPIPlanPtr	plan = mb_plan(MB_STMT_WALLETS_EXIST, wallets_exist_sql,
-							   1, argtypes);
-	uint64		i;
-
-	mb_exec_plan(plan, &orgs, NULL, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		int64		ix = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-													 SPI_tuptable->tupdesc,
-													 1, &isnull));
-		BatchOrg   *o = &b->orgs[ix - 1];
-
-		if (o->state == WALLET_MISSING)
-			o->state = WALLET_BUSY;
-	}
-	SPI_freetuptable(SPI_tuptable);
-}
-
-/* The keys of the claimed rows, as an array of the key type. */
-static Datum
-claimed_keys(const Batch *b)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(b->nrows, 1));
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			i;
-
-	if (b->nrows == 0)
-		return PointerGetDatum(construct_empty_array(b->cfg->key_type));
-	for (i = 0; i < b->nrows; i++)
-		elems[i] = b->rows[i].key;
-	get_typlenbyvalalign(b->cfg->key_type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_array(elems, b->nrows, b->cfg->key_type,
-										   typlen, typbyval, typalign));
-}
-
-/*
- * Mark the orgs that already have an unpaid message.  Run after the
- * wallets are locked: a biller that fails an org's messages holds its
- * wallet until it commits, so this statement's snapshot sees every such
- * failure.  Batches that claim only pending messages pass no keys; those
- * that may claim failed ones exclude them, since they are being retried.
- */
-static void
-mark_exhausted(Batch *b, Datum orgs, bool may_claim_failed)
-{
-	Oid			argtypes[2] = {b->cfg->org_array_type, b->cfg->key_array_type};
-	Datum		values[2];
-	uint64		i;
-
-	values[0] = orgs;
-	values[1] = may_claim_failed ? claimed_keys(b) :
-		PointerGetDatum(construct_empty_array(b->cfg->key_type));
-	mb_exec_plan(mb_plan(MB_STMT_EXHAUSTED, exhausted_sql, 2, argtypes),
-				 values, NULL, SPI_OK_SELECT);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		int64		ix = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-													 SPI_tuptable->tupdesc,
-													 1, &isnull));
-
-		b->orgs[ix - 1].exhausted = true;
-	}
-	SPI_freetuptable(SPI_tuptable);
-}
-
-/*
- * Lock the batch's wallets; record each org's spending limit and whether
- * it already has an unpaid message.
- */
-static void
-lock_wallets(Batch *b, bool may_claim_failed)
-{
-	Oid			argtypes[1] = {b->cfg->org_array_type};
-	SPIPlanPtr	plan = mb_plan(MB_STMT_LOCK_WALLETS, lock_wallets_sql,
-							   1, argtypes);
-	Datum		orgs = org_array(b);
-	uint64		i;
-	uint64		locked;
-	int			j;
-
-	for (j = 0; j < b->norgs; j++)
-		b->orgs[j].state = WALLET_MISSING;
-	mb_exec_plan(plan, &orgs, NULL, SPI_OK_SELECT);
-	locked = SPI_processed;
-	for (i = 0; i < locked; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		int64		ix = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		BatchOrg   *o = &b->orgs[ix - 1];
-
-		o->state = WALLET_HELD;
-		o->limit = num_add(SPI_getbinval(tup, desc, 2, &isnull),
-						   SPI_getbinval(tup, desc, 3, &isnull));
-	}
-	SPI_freetuptable(SPI_tuptable);
-	if (locked < (uint64) b->norgs)
-		classify_unlocked(b, orgs);
-	if (locked > 0)
-		mark_exhausted(b, orgs, may_claim_failed);
 }
 
 /* ---------------------------------------------------------------------
@@ -556,7 +197,7 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 	bool		exhausted = o->exhausted;
 	int			i;
 
-	if (o->state == WALLET_BUSY)
+	if (o->state == WALLET_BUSY || o->blocked)
 		return;
 	for (i = o->first; i < o->first + o->nrows; i++)
 	{
@@ -694,8 +335,14 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 			if (r->outcome == ROW_PENDING)
 			{
 				totals->skipped++;
-				totals->last_status = MB_PENDING;
+				if (r->requested)
+					totals->last_status = MB_PENDING;
 				continue;
+			}
+			if (r->requested)
+			{
+				totals->requested++;
+				totals->last_status = status;
 			}
 			d->tids[k] = PointerGetDatum(&r->tid);
 			d->statuses[k] = CStringGetTextDatum(status);
@@ -706,7 +353,6 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 			d->ledger_ids[k] = charged ? Int64GetDatum(o->ledger_id) : (Datum) 0;
 			d->ledger_nulls[k] = !charged;
 			d->n++;
-			totals->last_status = status;
 			if (charged)
 			{
 				totals->charged++;
@@ -770,7 +416,8 @@ write_messages(const Batch *b, Decisions *d)
 /*
  * Bill one batch of at most limit messages claimed by mode (arg is the org
  * id, the key array or the key).  Adds to totals; returns how many messages
- * were claimed, so that callers can stop when a batch claims none.
+ * the batch looked at (billed or skipped), so that callers can stop when a
+ * batch finds fewer than it asked for.
  *
  * Memory: everything is allocated in a context of its own, deleted at the
  * end, so a long run of batches does not grow; totals->credits is copied
@@ -783,32 +430,32 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext cxt = AllocSetContextCreate(caller, "msgbilling batch",
 											  ALLOCSET_DEFAULT_SIZES);
-	SPITupleTable *claimed;
 	Batch		b;
 	Decisions	d;
+	int64		looked = 0;
 	int			i;
-	int64		nclaimed;
 
 	init_constants();
 	MemoryContextSwitchTo(cxt);
+	memset(&b, 0, sizeof(b));
 	b.cfg = cfg;
-	run_claim(cfg, mode, arg, limit);
-	claimed = SPI_tuptable;
-	nclaimed = (int64) SPI_processed;
-	read_claim(&b, claimed, (int) nclaimed);
-	if (nclaimed > 0)
+	b.mode = mode;
+	b.arg = arg;
+	if (mb_claim(&b, limit, numeric_zero))
 	{
 		b.prices = mb_prices_load();
-		lock_wallets(&b, mode == MB_CLAIM_IDS || mode == MB_CLAIM_ONE);
 		for (i = 0; i < b.norgs; i++)
+		{
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
+			looked += b.orgs[i].peeked;
+		}
 		charge_wallets(&b);
 		collect_decisions(&b, &d, totals);
 		write_messages(&b, &d);
+		totals->skipped += b.skipped;
 	}
-	SPI_freetuptable(claimed);
 	MemoryContextSwitchTo(caller);
 	totals->credits = datumCopy(totals->credits, false, -1);
 	MemoryContextDelete(cxt);
-	return nclaimed;
+	return looked;
 }

@@ -25,7 +25,8 @@ typedef struct MbTotals
 	int64		failed;
 	int64		skipped;		/* claimed but left pending: wallet busy */
 	Datum		credits;		/* numeric: sum of charged costs */
-	const char *last_status;	/* status given to the last decided message */
+	const char *last_status;	/* status of the last requested message */
+	int64		requested;		/* requested messages decided */
 } MbTotals;
 
 extern void mb_totals_init(MbTotals *totals);

@@ -114,10 +114,9 @@ process_message_billing(PG_FUNCTION_ARGS)
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
 	mb_totals_init(&t);
-	if (mb_bill_batch(cfg, MB_CLAIM_ONE, key, 1, &t) > 0)
-		status = pstrdup(t.last_status);
-	else
-		status = current_status(cfg, key);
+	(void) mb_bill_batch(cfg, MB_CLAIM_ONE, key, 1, &t);
+	/* nothing decided: unknown, not billable, or its org is busy */
+	status = t.last_status ? pstrdup(t.last_status) : current_status(cfg, key);
 	log_totals("process_message_billing", &t, start);
 	result = SPI_datumTransfer(CStringGetTextDatum(status), false, -1);
 	SPI_finish();
@@ -164,7 +163,8 @@ process_batch_billing(PG_FUNCTION_ARGS)
 	mb_totals_init(&t);
 	if (wanted > 0)
 		(void) mb_bill_batch(cfg, MB_CLAIM_IDS, ids, wanted, &t);
-	t.skipped = wanted - t.charged - t.failed;
+	/* older pending messages billed with them count in charged/failed */
+	t.skipped = wanted - t.requested;
 	log_totals("process_batch_billing", &t, start);
 	t.credits = SPI_datumTransfer(t.credits, false, -1);
 	SPI_finish();

@@ -91,7 +91,8 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 	if (cfg->model_col)
 		(void) column_type(cfg->relid, config_text(tup, desc, 5), "model");
 	if (cfg->created_col)
-		(void) column_type(cfg->relid, config_text(tup, desc, 6), "created");
+		cfg->created_type = column_type(cfg->relid, config_text(tup, desc, 6),
+										"created");
 	cfg->key_array_type = get_array_type(cfg->key_type);
 	cfg->org_array_type = get_array_type(cfg->org_type);
 	return cfg;
@@ -113,6 +114,7 @@ same_config(const MbConfig *a, const MbConfig *b)
 	return a->relid == b->relid &&
 		a->key_attnum == b->key_attnum &&
 		a->key_type == b->key_type &&
+		a->created_type == b->created_type &&
 		a->org_type == b->org_type &&
 		same_str(a->relname, b->relname) &&
 		same_str(a->key_col, b->key_col) &&

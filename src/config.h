@@ -22,6 +22,7 @@ typedef struct MbConfig
 	AttrNumber	key_attnum;
 	Oid			key_type;
 	Oid			org_type;
+	Oid			created_type;	/* InvalidOid when not configured */
 	Oid			key_array_type;
 	Oid			org_array_type;
 } MbConfig;
@@ -29,14 +30,18 @@ typedef struct MbConfig
 /* Statements prepared once per configuration and kept. */
 typedef enum MbStmt
 {
-	MB_STMT_CLAIM_ALL,
+	MB_STMT_PEEK_ALL,			/* in MbClaimMode order */
+	MB_STMT_PEEK_ORG,
+	MB_STMT_PEEK_IDS,
+	MB_STMT_PEEK_ONE,
+	MB_STMT_CLAIM_ALL,			/* in MbClaimMode order */
 	MB_STMT_CLAIM_ORG,
 	MB_STMT_CLAIM_IDS,
 	MB_STMT_CLAIM_ONE,
 	MB_STMT_STATUS_ONE,
 	MB_STMT_COUNT_IDS,
 	MB_STMT_LOCK_WALLETS,
-	MB_STMT_EXHAUSTED,
+	MB_STMT_ORDER_CHECK,
 	MB_STMT_WALLETS_EXIST,
 	MB_STMT_CHARGE_WALLETS,
 	MB_STMT_WRITE_MESSAGES,

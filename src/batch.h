@@ -1,0 +1,81 @@
+/*
+ * batch.h
+ *		The state of one billing batch, shared by claim.c (what the batch
+ *		may bill) and billing.c (deciding and writing).
+ */
+#ifndef MB_BATCH_H
+#define MB_BATCH_H
+
+#include "postgres.h"
+
+#include "storage/itemptr.h"
+#include "utils/timestamp.h"
+
+#include "billing.h"
+#include "prices.h"
+
+typedef enum WalletState
+{
+	WALLET_HELD,				/* locked by us: bill */
+	WALLET_BUSY,				/* locked by another biller: skip */
+	WALLET_MISSING				/* no wallet: fail with no_wallet */
+} WalletState;
+
+/* One org of a batch. */
+typedef struct BatchOrg
+{
+	Datum		org;			/* org id */
+	int64		peeked;			/* its messages among the first `limit` */
+	WalletState state;
+	int			first;			/* its first row in rows[] */
+	int			nrows;
+	bool		exhausted;		/* an older unpaid failure: charge none */
+	bool		blocked;		/* an older pending message is held
+								 * elsewhere: bill none now */
+	Datum		limit;			/* numeric: balance + overdraft limit */
+	Datum		charge;			/* numeric: sum of charged costs */
+	int			ncharged;
+	int64		ledger_id;
+} BatchOrg;
+
+typedef enum RowOutcome
+{
+	ROW_PENDING,				/* not decided: left pending */
+	ROW_CHARGED,
+	ROW_FAILED
+} RowOutcome;
+
+/* One claimed message and what was decided for it. */
+typedef struct BatchRow
+{
+	ItemPointerData tid;		/* where the locked row is */
+	Datum		key;
+	bool		tokens_null;
+	Datum		tokens;			/* numeric */
+	char	   *model;			/* NULL: none */
+	bool		created_null;
+	TimestampTz created;		/* for pricing */
+	Datum		created_raw;	/* in the column's own type, for ordering */
+	bool		requested;		/* asked for (or claimed by a run) */
+	RowOutcome	outcome;
+	const char *reason;			/* failure reason */
+	Datum		cost;			/* numeric, valid when charged */
+} BatchRow;
+
+typedef struct Batch
+{
+	const MbConfig *cfg;
+	MbClaimMode mode;
+	Datum		arg;			/* org, key array or key, by mode */
+	MbPriceList *prices;
+	int			norgs;
+	BatchOrg   *orgs;
+	int			nrows;
+	BatchRow   *rows;
+	int64		skipped;		/* peeked messages of busy orgs */
+} Batch;
+
+/* claim.c */
+extern bool mb_claim(Batch *b, int64 limit, Datum zero);
+
+#endif							/* MB_BATCH_H */

@@ -1,0 +1,478 @@
+/*
+ * claim.c
+ *		What one billing batch may bill: its orgs, their wallets, and their
+ *		messages, locked in that order.
+ *
+ * Lock order, the same for every biller: an org's wallet, then its
+ * messages.  A biller
+ *
+ *	1. peeks at the first `limit` billable messages (no locks) to learn
+ *	   their orgs;
+ *	2. locks those orgs' wallets with FOR UPDATE SKIP LOCKED: an org whose
+ *	   wallet another session holds is skipped whole, so one biller at a
+ *	   time bills an org, and billers never wait for each other;
+ *	3. claims the messages of the orgs it holds (and of orgs without a
+ *	   wallet, which fail) with FOR UPDATE SKIP LOCKED, oldest first, so
+ *	   no one else changes them before the batch commits;
+ *	4. checks each org for an older message it could not claim: an older
+ *	   insufficient_credits failure (the org is out of credits: charge
+ *	   none) or an older pending message held by another session (bill
+ *	   none now), so that billing never skips ahead of an unpaid message.
+ *
+ * top_up, refund and the other wallet functions wait for the wallet; the
+ * billers never wait at all, so no wait cycle can form.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "batch.h"
+
+/* ORDER BY of the billing order on messages alias a. */
+static char *
+billing_order(const MbConfig *cfg, const char *a)
+{
+	if (cfg->created_col)
+		return psprintf("%s.%s, %s.%s", a, cfg->created_col, a, cfg->key_col);
+	return psprintf("%s.%s", a, cfg->key_col);
+}
+
+/* The WHERE clause of a mode on messages m; $2 is the mode's argument. */
+static char *
+mode_filter(const MbConfig *cfg, MbClaimMode mode)
+{
+	switch (mode)
+	{
+		case MB_CLAIM_ALL:
+			return pstrdup("m.billing_status = 'pending'");
+		case MB_CLAIM_ORG:
+			return psprintf("m.%s = $2 AND m.billing_status = 'pending'",
+							cfg->org_col);
+		case MB_CLAIM_IDS:
+			return psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)"
+							" AND m.billing_status IN ('pending', 'failed')",
+							cfg->key_col);
+		default:
+			return psprintf("m.%s = $2"
+							" AND m.billing_status IN ('pending', 'failed')",
+							cfg->key_col);
+	}
+}
+
+/* Whether message a is older than message b in billing order. */
+static char *
+older_sql(const MbConfig *cfg, const char *a, const char *b)
+{
+	if (cfg->created_col)
+		return psprintf("(%s.%s, %s.%s) < (%s.%s, %s.%s)",
+						a, cfg->created_col, a, cfg->key_col,
+						b, cfg->created_col, b, cfg->key_col);
+	return psprintf("%s.%s < %s.%s", a, cfg->key_col, b, cfg->key_col);
+}
+
+/* Whether message m is one the caller asked for ($2), by mode. */
+static char *
+requested_sql(const MbConfig *cfg, MbClaimMode mode)
+{
+	if (mode == MB_CLAIM_IDS)
+		return psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)", cfg->key_col);
+	if (mode == MB_CLAIM_ONE)
+		return psprintf("m.%s = $2", cfg->key_col);
+	return pstrdup("true");
+}
+
+/*
+ * What a claim takes in a mode.  Asked for given messages, it also takes
+ * the older pending messages of their orgs: billing stays in order, so
+ * they go first.
+ */
+static char *
+claim_filter(const MbConfig *cfg, MbClaimMode mode)
+{
+	if (mode != MB_CLAIM_IDS && mode != MB_CLAIM_ONE)
+		return mode_filter(cfg, mode);
+	return psprintf("((%s) OR (m.billing_status = 'pending' AND EXISTS"
+					" (SELECT 1 FROM %s r WHERE %s AND r.%s = m.%s AND %s)))",
+					mode_filter(cfg, mode), cfg->relname,
+					psprintf(mode == MB_CLAIM_IDS ?
+							 "r.%s OPERATOR(pg_catalog.=) ANY ($2)" : "r.%s = $2",
+							 cfg->key_col),
+					cfg->org_col, cfg->org_col, older_sql(cfg, "m", "r"));
+}
+
+/* Peek: the orgs of the first $1 billable messages, with their counts. */
+static char *
+peek_sql(const MbConfig *cfg, MbClaimMode mode)
+{
+	return psprintf("SELECT s.o, pg_catalog.count(*) FROM (SELECT m.%s AS o"
+					" FROM %s m WHERE %s ORDER BY %s LIMIT $1) s GROUP BY s.o",
+					cfg->org_col, cfg->relname, mode_filter(cfg, mode),
+					billing_order(cfg, "m"));
+}
+
+static char *peek_all_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_ALL); }
+static char *peek_org_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_ORG); }
+static char *peek_ids_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_IDS); }
+static char *peek_one_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_ONE); }
+
+/*
+ * Claim: lock the first $1 billable messages of the orgs in $3, oldest
+ * first; each row comes with the ordinal of its org in $3, sorted by it.
+ */
+static char *
+claim_sql(const MbConfig *cfg, MbClaimMode mode)
+{
+	StringInfoData s;
+	const char *cr = cfg->created_col ?
+		psprintf("m.%s", cfg->created_col) : "NULL::pg_catalog.timestamptz";
+
+	initStringInfo(&s);
+	appendStringInfo(&s,
+					 "WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o,"
+					 " m.%s AS t, %s AS md, %s AS cr, %s AS req FROM %s m"
+					 " WHERE %s AND m.%s OPERATOR(pg_catalog.=) ANY ($3)"
+					 " ORDER BY %s LIMIT $1 FOR UPDATE OF m SKIP LOCKED)"
+					 " SELECT c.tid, c.k, c.t::pg_catalog.numeric,"
+					 " c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
+					 " c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
+					 " WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
+					 " ORDER BY u.ix, c.cr, c.k",
+					 cfg->key_col, cfg->org_col, cfg->tokens_col,
+					 cfg->model_col ? psprintf("m.%s", cfg->model_col) :
+					 "NULL::pg_catalog.text",
+					 cr, requested_sql(cfg, mode), cfg->relname,
+					 claim_filter(cfg, mode), cfg->org_col,
+					 billing_order(cfg, "m"));
+	return s.data;
+}
+
+static char *claim_all_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_ALL); }
+static char *claim_org_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_ORG); }
+static char *claim_ids_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_IDS); }
+static char *claim_one_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_ONE); }
+
+static char *
+lock_wallets_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT u.ix, c.balance, c.overdraft_limit"
+				   " FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
+				   " JOIN msgbilling.credits c ON c.org_id = u.o"
+				   " ORDER BY u.ix FOR UPDATE OF c SKIP LOCKED");
+}
+
+static char *
+wallets_exist_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT u.ix"
+				   " FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
+				   " WHERE EXISTS (SELECT 1 FROM msgbilling.credits c"
+				   " WHERE c.org_id = u.o)");
+}
+
+/*
+ * Per org ($1, with the creation time $3 and key $4 of its last claimed
+ * message): is there an older insufficient_credits failure, or an older
+ * pending message, that the batch ($2: its keys) did not claim?
+ */
+static char *
+order_check_sql(const MbConfig *cfg)
+{
+	const char *older = cfg->created_col ?
+		psprintf("(f.%s, f.%s) < (u.cr, u.k)", cfg->created_col, cfg->key_col) :
+		psprintf("f.%s < u.k", cfg->key_col);
+	const char *outside = psprintf("f.%s OPERATOR(pg_catalog.<>) ALL ($2)",
+								   cfg->key_col);
+
+	return psprintf("SELECT u.ix,"
+					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
+					" AND f.billing_status = 'failed'"
+					" AND f.billing_error = 'insufficient_credits'"
+					" AND %s AND %s),"
+					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
+					" AND f.billing_status = 'pending' AND %s AND %s)"
+					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3),"
+					" pg_catalog.unnest($4)) WITH ORDINALITY AS u(o, cr, k, ix)",
+					cfg->relname, cfg->org_col, older, outside,
+					cfg->relname, cfg->org_col, older, outside);
+}
+
+/* A one-dimensional array of n datums of type. */
+static Datum
+make_array(Datum *elems, int n, Oid type)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(type));
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, n, type, typlen, typbyval,
+										   typalign));
+}
+
+/* The mode's argument type, for the statements' $2. */
+static Oid
+mode_arg_type(const MbConfig *cfg, MbClaimMode mode)
+{
+	switch (mode)
+	{
+		case MB_CLAIM_ORG:
+			return cfg->org_type;
+		case MB_CLAIM_IDS:
+			return cfg->key_array_type;
+		case MB_CLAIM_ONE:
+			return cfg->key_type;
+		default:
+			return INT4OID;		/* unused */
+	}
+}
+
+/* Step 1: the orgs of the first `limit` billable messages. */
+static void
+peek(Batch *b, int64 limit)
+{
+	static const MbStmt ids[] = {MB_STMT_PEEK_ALL, MB_STMT_PEEK_ORG,
+	MB_STMT_PEEK_IDS, MB_STMT_PEEK_ONE};
+	static const MbSqlBuilder builders[] = {peek_all_sql, peek_org_sql,
+	peek_ids_sql, peek_one_sql};
+	Oid			argtypes[2] = {INT8OID, mode_arg_type(b->cfg, b->mode)};
+	Datum		values[2] = {Int64GetDatum(limit), b->arg};
+	char		nulls[2] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' '};
+	uint64		i;
+
+	mb_exec_plan(mb_plan(ids[b->mode], builders[b->mode], 2, argtypes),
+				 values, nulls, SPI_OK_SELECT);
+	b->norgs = (int) SPI_processed;
+	b->orgs = palloc0(sizeof(BatchOrg) * Max(b->norgs, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		b->orgs[i].org = SPI_getbinval(SPI_tuptable->vals[i],
+									   SPI_tuptable->tupdesc, 1, &isnull);
+		b->orgs[i].peeked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc,
+														2, &isnull));
+		b->orgs[i].state = WALLET_MISSING;
+	}
+}
+
+/* An array of the ids of the orgs in state (or of all, with state -1). */
+static Datum
+org_array(const Batch *b, int state, int *map, int *n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(b->norgs, 1));
+	int			i;
+
+	*n = 0;
+	for (i = 0; i < b->norgs; i++)
+	{
+		if (state >= 0 && b->orgs[i].state != (WalletState) state &&
+			!(state == WALLET_HELD && b->orgs[i].state == WALLET_MISSING))
+			continue;
+		if (map)
+			map[*n] = i;
+		elems[(*n)++] = b->orgs[i].org;
+	}
+	return make_array(elems, *n, b->cfg->org_type);
+}
+
+/* Tell the wallets that were not locked apart: busy or missing. */
+static void
+classify_unlocked(Batch *b, Datum orgs)
+{
+	Oid			argtypes[1] = {b->cfg->org_array_type};
+	uint64		i;
+
+	mb_exec_plan(mb_plan(MB_STMT_WALLETS_EXIST, wallets_exist_sql, 1, argtypes),
+				 &orgs, NULL, SPI_OK_SELECT);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		ix = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc,
+													 1, &isnull));
+
+		if (b->orgs[ix - 1].state == WALLET_MISSING)
+			b->orgs[ix - 1].state = WALLET_BUSY;
+	}
+}
+
+/* Step 2: lock the wallets; record each held org's spending limit. */
+static void
+lock_wallets(Batch *b)
+{
+	Oid			argtypes[1] = {b->cfg->org_array_type};
+	int			n;
+	Datum		orgs = org_array(b, -1, NULL, &n);
+	uint64		i;
+	uint64		locked;
+
+	mb_exec_plan(mb_plan(MB_STMT_LOCK_WALLETS, lock_wallets_sql, 1, argtypes),
+				 &orgs, NULL, SPI_OK_SELECT);
+	locked = SPI_processed;
+	for (i = 0; i < locked; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		BatchOrg   *o = &b->orgs[DatumGetInt64(SPI_getbinval(tup, desc, 1,
+															 &isnull)) - 1];
+
+		o->state = WALLET_HELD;
+		o->limit = DirectFunctionCall2(numeric_add,
+									   SPI_getbinval(tup, desc, 2, &isnull),
+									   SPI_getbinval(tup, desc, 3, &isnull));
+	}
+	if (locked < (uint64) b->norgs)
+		classify_unlocked(b, orgs);
+	for (i = 0; i < (uint64) b->norgs; i++)
+		if (b->orgs[i].state == WALLET_BUSY)
+			b->skipped += b->orgs[i].peeked;
+}
+
+/* Read the claimed rows; each org's rows are adjacent. */
+static void
+read_rows(Batch *b, SPITupleTable *tt, int n, const int *map)
+{
+	int			i;
+
+	b->nrows = n;
+	b->rows = palloc0(sizeof(BatchRow) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		BatchRow   *r = &b->rows[i];
+		bool		isnull;
+		BatchOrg   *o;
+
+		r->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, tt->tupdesc,
+															  1, &isnull));
+		r->key = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
+		r->tokens = SPI_getbinval(tup, tt->tupdesc, 3, &r->tokens_null);
+		r->model = SPI_getvalue(tup, tt->tupdesc, 4);
+		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 5,
+													   &r->created_null));
+		r->created_raw = SPI_getbinval(tup, tt->tupdesc, 6, &isnull);
+		o = &b->orgs[map[DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 7,
+													 &isnull)) - 1]];
+		r->requested = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 8, &isnull));
+		if (o->nrows++ == 0)
+			o->first = i;
+	}
+}
+
+/* Step 3: claim the messages of the held orgs and of orgs with no wallet. */
+static void
+claim_rows(Batch *b)
+{
+	static const MbStmt ids[] = {MB_STMT_CLAIM_ALL, MB_STMT_CLAIM_ORG,
+	MB_STMT_CLAIM_IDS, MB_STMT_CLAIM_ONE};
+	static const MbSqlBuilder builders[] = {claim_all_sql, claim_org_sql,
+	claim_ids_sql, claim_one_sql};
+	Oid			argtypes[3] = {INT8OID, mode_arg_type(b->cfg, b->mode),
+	b->cfg->org_array_type};
+	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
+	int			n;
+	int64		limit = 0;
+	Datum		values[3];
+	char		nulls[3] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' ', ' '};
+	int			i;
+
+	values[2] = org_array(b, WALLET_HELD, map, &n);
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++)
+		limit += b->orgs[map[i]].peeked;
+	/* given messages come with their orgs' older pending ones, however many */
+	if (b->mode == MB_CLAIM_IDS || b->mode == MB_CLAIM_ONE)
+		limit = PG_INT64_MAX;
+	values[0] = Int64GetDatum(limit);
+	values[1] = b->arg;
+	mb_exec_plan(mb_plan(ids[b->mode], builders[b->mode], 3, argtypes),
+				 values, nulls, SPI_OK_SELECT);
+	read_rows(b, SPI_tuptable, (int) SPI_processed, map);
+}
+
+/* Step 4: mark orgs with an older unpaid or unclaimed message. */
+static void
+check_order(Batch *b)
+{
+	Oid			cr_type = b->cfg->created_col ? b->cfg->created_type : TIMESTAMPTZOID;
+	Oid			argtypes[4] = {b->cfg->org_array_type, b->cfg->key_array_type,
+	get_array_type(cr_type), b->cfg->key_array_type};
+	Datum	   *orgs = palloc(sizeof(Datum) * Max(b->norgs, 1));
+	Datum	   *crs = palloc(sizeof(Datum) * Max(b->norgs, 1));
+	Datum	   *lasts = palloc(sizeof(Datum) * Max(b->norgs, 1));
+	Datum	   *keys = palloc(sizeof(Datum) * Max(b->nrows, 1));
+	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
+	Datum		values[4];
+	int			n = 0;
+	int			i;
+	uint64		j;
+
+	for (i = 0; i < b->nrows; i++)
+		keys[i] = b->rows[i].key;
+	for (i = 0; i < b->norgs; i++)
+	{
+		BatchOrg   *o = &b->orgs[i];
+		BatchRow   *last = &b->rows[o->first + o->nrows - 1];
+
+		if (o->nrows == 0)
+			continue;
+		map[n] = i;
+		orgs[n] = o->org;
+		/* rows without a creation time sort last; compare them by key */
+		crs[n] = last->created_null ? (Datum) 0 : last->created_raw;
+		lasts[n++] = last->key;
+	}
+	if (n == 0)
+		return;
+	values[0] = make_array(orgs, n, b->cfg->org_type);
+	values[1] = make_array(keys, b->nrows, b->cfg->key_type);
+	values[2] = b->cfg->created_col ? make_array(crs, n, cr_type) :
+		make_array(crs, 0, cr_type);
+	values[3] = make_array(lasts, n, b->cfg->key_type);
+	mb_exec_plan(mb_plan(MB_STMT_ORDER_CHECK, order_check_sql, 4, argtypes),
+				 values, NULL, SPI_OK_SELECT);
+	for (j = 0; j < SPI_processed; j++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[j];
+		bool		isnull;
+		BatchOrg   *o = &b->orgs[map[DatumGetInt64(SPI_getbinval(tup,
+																 SPI_tuptable->tupdesc,
+																 1, &isnull)) - 1]];
+
+		o->exhausted = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+												  2, &isnull));
+		o->blocked = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+												3, &isnull));
+	}
+}
+
+/*
+ * Fill the batch with what it may bill: orgs, wallets, rows and their
+ * order checks.  Returns false when nothing is billable.
+ */
+bool
+mb_claim(Batch *b, int64 limit, Datum zero)
+{
+	int			i;
+
+	peek(b, limit);
+	if (b->norgs == 0)
+		return false;
+	for (i = 0; i < b->norgs; i++)
+		b->orgs[i].charge = zero;
+	lock_wallets(b);
+	claim_rows(b);
+	if (b->nrows > 0)
+		check_order(b);
+	return true;
+}

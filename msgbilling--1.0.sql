@@ -3,6 +3,31 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION msgbilling" to load this file. \quit
 
+-- Install only into a schema of our own.  CREATE EXTENSION uses a schema
+-- msgbilling that already exists; whoever owns it, or may create objects
+-- in it, could plant look-alike functions that callers resolve to, or drop
+-- the wallets and ledger with it.
+DO $$
+DECLARE
+    nsp oid := 'msgbilling'::regnamespace;
+BEGIN
+    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.oid = nsp)
+           <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = nsp)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.pronamespace = nsp)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = nsp)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n,
+                         pg_catalog.aclexplode(n.nspacl) a
+                   WHERE n.oid = nsp AND a.privilege_type = 'CREATE'
+                     AND a.grantee <> n.nspowner) THEN
+        RAISE EXCEPTION 'schema "msgbilling" already exists and is not msgbilling''s own'
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'msgbilling installs only into an empty schema "msgbilling" owned by the installing role, in which no one else may create objects.',
+                  HINT = 'Drop or rename the existing schema "msgbilling", then create the extension again.';
+    END IF;
+END;
+$$;
+
 -------------------------------------------------------------------------------
 -- Tables
 -------------------------------------------------------------------------------
@@ -533,7 +558,8 @@ REVOKE ALL ON FUNCTION msgbilling.attach(regclass, name, name, name, name, boole
 CREATE FUNCTION msgbilling._repend_no_price()
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'repend_no_price'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION msgbilling._repend_no_price() FROM PUBLIC;
 
 CREATE FUNCTION msgbilling.set_price(model text, credits_per_token numeric,

@@ -42,7 +42,11 @@ SELECT * FROM msgbilling.process_batch_billing(ARRAY[
     '00000000-0000-0000-0000-000000000021']);
 SELECT * FROM msgbilling.process_batch_billing(ARRAY[1, 2]);
 
--- Text org ids: any value is its own text form.
+-- Text org ids: strings only; a number, a boolean or json is not an org id.
+SELECT msgbilling.top_up(42, 1);
+SELECT msgbilling.top_up(true, 1);
+SELECT msgbilling.top_up('{"a": 1}'::json, 1);
+SELECT msgbilling.top_up('acme'::varchar, 1) > 0 AS varchar_is_fine;
 SELECT * FROM msgbilling.process_all_pending('initech');
 SELECT * FROM msgbilling.process_all_pending('nobody');
 SELECT message_uuid, tenant, billing_status, cost_credits, billing_error
@@ -54,6 +58,16 @@ SELECT * FROM msgbilling.stats('globex');
 SELECT message_id, tokens, cost_credits, billing_status, failure_reason
   FROM msgbilling.history('globex');
 SELECT check_name, ok FROM msgbilling.verify();
+
+-- A billing column renamed, or a column's type changed, after attach:
+-- every function says so clearly.
+ALTER TABLE chat_messages RENAME COLUMN cost_credits TO cc;
+SELECT * FROM msgbilling.process_all_pending();
+ALTER TABLE chat_messages RENAME COLUMN cc TO cost_credits;
+ALTER TABLE chat_messages ALTER COLUMN tokens TYPE text;
+SELECT * FROM msgbilling.stats();
+ALTER TABLE chat_messages ALTER COLUMN tokens TYPE smallint USING tokens::smallint;
+SELECT pending FROM msgbilling.stats();
 
 SELECT msgbilling.detach('chat_messages', drop_columns => true, force => true);
 DROP TABLE chat_messages;

@@ -68,22 +68,12 @@ RESET client_min_messages;
 -- (b) schema msgbilling exists, empty, owned by another role
 -------------------------------------------------------------------------------
 
--- PostgreSQL 15 installs the extension into the existing schema, whoever
--- owns it.  RISK (reported): the schema's owner may then create objects
--- in it (e.g. overloads of msgbilling's functions that callers resolve to
--- instead) and may DROP SCHEMA msgbilling CASCADE, which drops the
--- extension, its wallets and its ledger.
+-- A schema msgbilling owned by another role: CREATE EXTENSION refuses it
+-- (its owner could plant look-alike functions in it, or drop the wallets
+-- and ledger with it), and leaves it as it was.
 CREATE SCHEMA msgbilling AUTHORIZATION regress_mb_mallory;
 CREATE EXTENSION msgbilling;
-SELECT e.extname, n.nspname AS schema,
-       mb_owner(n.nspowner) AS schema_owner,
-       mb_owner(e.extowner) AS extension_owner
-  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
- WHERE e.extname = 'msgbilling';
-SELECT has_schema_privilege('regress_mb_mallory', 'msgbilling', 'CREATE')
-       AS schema_owner_may_create;
-
-DROP EXTENSION msgbilling;
+SELECT count(*) AS installed FROM pg_extension WHERE extname = 'msgbilling';
 -- the schema and its owner are as they were
 SELECT * FROM mb_schema_contents();
 DROP SCHEMA msgbilling;

@@ -36,11 +36,27 @@ config_text(HeapTuple tup, TupleDesc desc, int i)
 	return SPI_getvalue(tup, desc, i);
 }
 
-/* Look up one configured column; error in the user's terms if it is gone. */
+/* Types each column msgbilling uses may have (as attach checks them). */
+static const Oid key_types[] = {INT4OID, INT8OID, UUIDOID, InvalidOid};
+static const Oid org_types[] = {UUIDOID, INT8OID, INT4OID, TEXTOID, InvalidOid};
+static const Oid tokens_types[] = {INT2OID, INT4OID, INT8OID, InvalidOid};
+static const Oid model_types[] = {TEXTOID, VARCHAROID, InvalidOid};
+static const Oid created_types[] = {TIMESTAMPTZOID, TIMESTAMPOID, InvalidOid};
+static const Oid status_types[] = {VARCHAROID, TEXTOID, InvalidOid};
+static const Oid cost_types[] = {NUMERICOID, InvalidOid};
+static const Oid charged_types[] = {TIMESTAMPTZOID, InvalidOid};
+static const Oid error_types[] = {TEXTOID, InvalidOid};
+static const Oid ledger_id_types[] = {INT8OID, InvalidOid};
+
+/*
+ * Look up one column msgbilling uses; error in the user's terms if it is
+ * gone or its type changed since attach.
+ */
 static Oid
-column_type(Oid relid, const char *col, const char *role)
+column_type(Oid relid, const char *col, const char *role, const Oid *allowed)
 {
 	AttrNumber	attnum = get_attnum(relid, col);
+	Oid			type;
 
 	if (attnum == InvalidAttrNumber)
 		ereport(ERROR,
@@ -51,7 +67,28 @@ column_type(Oid relid, const char *col, const char *role)
 						   "was dropped or renamed since."),
 				 errhint("Detach the table with msgbilling.detach() and attach "
 						 "it again with the current column names.")));
-	return get_atttype(relid, attnum);
+	type = get_atttype(relid, attnum);
+	for (; OidIsValid(*allowed); allowed++)
+		if (*allowed == type)
+			return type;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("%s column \"%s\" of attached table %s has type %s, which msgbilling cannot use",
+					role, col, get_rel_name(relid), format_type_be(type)),
+			 errdetail("Its type was changed after msgbilling.attach()."),
+			 errhint("Change it back, or detach the table and attach it again.")));
+	return InvalidOid;
+}
+
+/* The billing columns attach added must still be there, as they were. */
+static void
+check_billing_columns(Oid relid)
+{
+	(void) column_type(relid, "billing_status", "billing", status_types);
+	(void) column_type(relid, "cost_credits", "billing", cost_types);
+	(void) column_type(relid, "charged_at", "billing", charged_types);
+	(void) column_type(relid, "billing_error", "billing", error_types);
+	(void) column_type(relid, "billing_ledger_id", "billing", ledger_id_types);
 }
 
 /* Quoted column name, or NULL for an optional column that is not set. */
@@ -79,20 +116,25 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 				 errhint("Call msgbilling.detach() and attach the new table.")));
 	nsp = get_namespace_name(get_rel_namespace(cfg->relid));
 	cfg->relname = quote_qualified_identifier(nsp, rel);
-	cfg->key_type = column_type(cfg->relid, config_text(tup, desc, 2), "key");
+	cfg->key_type = column_type(cfg->relid, config_text(tup, desc, 2), "key",
+								key_types);
 	cfg->key_attnum = get_attnum(cfg->relid, config_text(tup, desc, 2));
-	cfg->org_type = column_type(cfg->relid, config_text(tup, desc, 3), "org");
-	(void) column_type(cfg->relid, config_text(tup, desc, 4), "tokens");
+	cfg->org_type = column_type(cfg->relid, config_text(tup, desc, 3), "org",
+								org_types);
+	(void) column_type(cfg->relid, config_text(tup, desc, 4), "tokens",
+					   tokens_types);
+	check_billing_columns(cfg->relid);
 	cfg->key_col = quoted_or_null(config_text(tup, desc, 2));
 	cfg->org_col = quoted_or_null(config_text(tup, desc, 3));
 	cfg->tokens_col = quoted_or_null(config_text(tup, desc, 4));
 	cfg->model_col = quoted_or_null(config_text(tup, desc, 5));
 	cfg->created_col = quoted_or_null(config_text(tup, desc, 6));
 	if (cfg->model_col)
-		(void) column_type(cfg->relid, config_text(tup, desc, 5), "model");
+		(void) column_type(cfg->relid, config_text(tup, desc, 5), "model",
+						   model_types);
 	if (cfg->created_col)
 		cfg->created_type = column_type(cfg->relid, config_text(tup, desc, 6),
-										"created");
+										"created", created_types);
 	cfg->key_array_type = get_array_type(cfg->key_type);
 	cfg->org_array_type = get_array_type(cfg->org_type);
 	return cfg;

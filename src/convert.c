@@ -19,18 +19,21 @@
 
 #include "convert.h"
 
-/* Whether a value of type source may be converted to target through text. */
+/*
+ * Whether a value of type source may be converted to target through text:
+ * a string (or an untyped literal) for any target, and a number for a
+ * numeric target.  A number, a boolean or a json value is not an org id
+ * of a text column.
+ */
 static bool
 convertible(Oid source, Oid target)
 {
 	char		scat = TypeCategory(source);
-	char		tcat = TypeCategory(target);
 
 	if (source == UNKNOWNOID || scat == TYPCATEGORY_STRING)
 		return true;
-	if (tcat == TYPCATEGORY_STRING)
-		return true;
-	return scat == TYPCATEGORY_NUMERIC && tcat == TYPCATEGORY_NUMERIC;
+	return scat == TYPCATEGORY_NUMERIC &&
+		TypeCategory(target) == TYPCATEGORY_NUMERIC;
 }
 
 /* The text form of a value of any type. */

@@ -285,7 +285,13 @@ top_up(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-	/* lock first, so that a concurrent call with the same key waits */
+	/*
+	 * Lock first, so that a concurrent call with the same key waits: the
+	 * key itself (it may name another org), then the wallet.
+	 */
+	if (!PG_ARGISNULL(3))
+		run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
+			1, (Oid[1]) {TEXTOID}, &PG_GETARG_DATUM(3), NULL, SPI_OK_SELECT);
 	ensure_wallet(cfg, org);
 	(void) lock_wallet(cfg, org, &found);
 	if (PG_ARGISNULL(3) ||
@@ -400,10 +406,27 @@ check_refundable(const MbConfig *cfg, Datum key, const char *status)
 				 errhint("Only charged messages can be refunded.")));
 }
 
+/* The org of a message; an unknown id is an error. */
+static Datum
+message_org(const MbConfig *cfg, Datum key)
+{
+	Oid			argtypes[1] = {cfg->key_type};
+	bool		isnull;
+
+	run(psprintf("SELECT %s FROM %s WHERE %s = $1",
+				 cfg->org_col, cfg->relname, cfg->key_col),
+		1, argtypes, &key, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist in %s",
+						mb_datum_text(key, cfg->key_type), cfg->relname)));
+	return first_value(&isnull);	/* lives until SPI_finish */
+}
+
 /*
  * refund(message_id, note) -> numeric
  *		Credit a charged message's cost back; return the new balance.
- *		Lock order: the message, then its org's wallet.
  */
 Datum
 refund(PG_FUNCTION_ARGS)
@@ -423,21 +446,26 @@ refund(PG_FUNCTION_ARGS)
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
 	argtypes[0] = cfg->key_type;
-	run(psprintf("SELECT billing_status::pg_catalog.text, %s, cost_credits"
-				 " FROM %s WHERE %s = $1 FOR UPDATE",
-				 cfg->org_col, cfg->relname, cfg->key_col),
-		1, argtypes, &key, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("message %s does not exist in %s",
-						mb_datum_text(key, cfg->key_type), cfg->relname)));
-	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	org = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	cost = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	check_refundable(cfg, key, status);
+	/* the lock order of every biller: the org's wallet, then the message */
+	org = message_org(cfg, key);
 	ensure_wallet(cfg, org);
 	(void) lock_wallet(cfg, org, &found);
+	run(psprintf("SELECT billing_status::pg_catalog.text, %s = $2, cost_credits"
+				 " FROM %s WHERE %s = $1 FOR UPDATE",
+				 cfg->org_col, cfg->relname, cfg->key_col),
+		2, (Oid[2]) {cfg->key_type, cfg->org_type},
+		(Datum[2]) {key, org}, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									SPI_tuptable->tupdesc, 2, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("message %s changed while it was being refunded",
+						mb_datum_text(key, cfg->key_type)),
+				 errhint("Try the refund again.")));
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	cost = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	check_refundable(cfg, key, status);
 	result = move_money(cfg, org, cost, "refund", PG_GETARG_DATUM(1),
 						PG_ARGISNULL(1), (Datum) 0, true,
 						mb_datum_text(key, cfg->key_type));

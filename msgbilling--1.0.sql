@@ -247,6 +247,18 @@ BEGIN
     END IF;
     EXECUTE format('UPDATE %s SET billing_status = %L WHERE billing_status IS NULL',
                    rel, CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END);
+    -- Messages the old system marked charged have no ledger entry here:
+    -- they were paid outside msgbilling, which makes them legacy.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = rel AND a.attname = 'billing_ledger_id'
+                  AND NOT a.attisdropped) THEN
+        EXECUTE format('UPDATE %s SET billing_status = ''legacy'''
+                       ' WHERE billing_status IN (''charged'', ''refunded'')'
+                       ' AND billing_ledger_id IS NULL', rel);
+    ELSE
+        EXECUTE format('UPDATE %s SET billing_status = ''legacy'''
+                       ' WHERE billing_status IN (''charged'', ''refunded'')', rel);
+    END IF;
     EXECUTE format('ALTER TABLE %s ALTER COLUMN billing_status SET NOT NULL,'
                    ' ALTER COLUMN billing_status SET DEFAULT ''pending''', rel);
 END;
@@ -408,6 +420,7 @@ DECLARE
     org_type regtype;
     attached regclass;
     legacy bigint;
+    pending bigint;
 BEGIN
     IF messages IS NULL THEN
         RAISE EXCEPTION 'messages table must not be NULL'
@@ -481,9 +494,11 @@ BEGIN
     PERFORM msgbilling._wake_worker();
     EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
                    messages) INTO legacy;
+    EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''pending''',
+                   messages) INTO pending;
     RAISE NOTICE 'msgbilling attached to table %', messages
-        USING DETAIL = format('%s existing messages are marked legacy and will not be billed.',
-                              legacy);
+        USING DETAIL = format('%s existing messages are marked legacy and will not be billed;'
+                              ' %s are pending and will be.', legacy, pending);
 END;
 $$;
 
@@ -956,3 +971,108 @@ $$;
 -- A job bills every few minutes: only roles granted these may start or stop it.
 REVOKE ALL ON FUNCTION msgbilling.schedule(text), msgbilling.unschedule()
     FROM PUBLIC;
+
+-- The billing workers, from shared memory: one row per worker that has run
+-- since the server started; none when the library is not preloaded.
+CREATE FUNCTION msgbilling.worker_status()
+RETURNS TABLE (database name, pid integer, state text, last_run timestamptz,
+               billed bigint, last_error text)
+AS 'MODULE_PATHNAME', 'worker_status'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION msgbilling.worker_status() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Monitoring: one row for an exporter (prometheus-postgres-exporter and the
+-- like; examples/monitoring/queries.yaml)
+-------------------------------------------------------------------------------
+--
+-- Everything msgbilling.metrics shows, read as the extension's owner.
+--
+-- Cost: the counts by status (those of stats(), plus legacy) are one
+-- sequential scan of the attached table, like stats(): fine for a scrape
+-- every minute or so, or cached by the exporter (cache_seconds in
+-- queries.yaml), not for every second on a table of hundreds of millions of
+-- rows.  backlog() counts the pending messages again through the partial
+-- index: in the same snapshot it equals pending; it is the number an
+-- exporter can afford to read often.  The worker columns cost nothing
+-- (shared memory).
+--
+-- Not attached (or the attached table dropped): attached is false and the
+-- billing columns are NULL; the worker columns are filled all the same.
+CREATE FUNCTION msgbilling.collect_metrics(
+    OUT attached boolean,
+    OUT pending bigint,
+    OUT charged bigint,
+    OUT failed bigint,
+    OUT refunded bigint,
+    OUT legacy bigint,
+    OUT credits_charged numeric,
+    OUT oldest_pending_age_seconds double precision,
+    OUT backlog bigint,
+    OUT worker_running boolean,
+    OUT worker_pid integer,
+    OUT worker_state text,
+    OUT worker_last_run timestamptz,
+    OUT worker_billed bigint,
+    OUT worker_last_error text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cfg msgbilling.config;
+    oldest timestamptz;
+BEGIN
+    SELECT * INTO cfg FROM msgbilling.config c;
+    attached := FOUND AND EXISTS (SELECT 1 FROM pg_catalog.pg_class r
+                                   WHERE r.oid = cfg.messages);
+    IF attached THEN
+        EXECUTE format('SELECT pg_catalog.count(*) FILTER (WHERE billing_status = ''pending''),'
+                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''charged''),'
+                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''failed''),'
+                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''refunded''),'
+                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''legacy''),'
+                       ' COALESCE(pg_catalog.sum(cost_credits) FILTER'
+                       ' (WHERE billing_status = ''charged''), 0)::pg_catalog.numeric,'
+                       ' pg_catalog.min(%s) FILTER (WHERE billing_status = ''pending'')'
+                       ' FROM %s',
+                       CASE WHEN cfg.created_column IS NULL
+                            THEN 'NULL::pg_catalog.timestamptz'
+                            ELSE format('%I::pg_catalog.timestamptz', cfg.created_column) END,
+                       cfg.messages)
+           INTO pending, charged, failed, refunded, legacy, credits_charged, oldest;
+        -- NULL when nothing is pending, or without a created column
+        oldest_pending_age_seconds :=
+            pg_catalog.date_part('epoch', pg_catalog.now() - oldest);
+        backlog := msgbilling.backlog();
+    END IF;
+
+    -- this database's worker; a running one first should there be several
+    SELECT w.pid IS NOT NULL, w.pid, w.state, w.last_run, w.billed, w.last_error
+      INTO worker_running, worker_pid, worker_state, worker_last_run,
+           worker_billed, worker_last_error
+      FROM msgbilling.worker_status() w
+     WHERE w.database = pg_catalog.current_database()
+     ORDER BY w.pid IS NULL, w.last_run DESC NULLS LAST
+     LIMIT 1;
+    worker_running := COALESCE(worker_running, false);
+END;
+$$;
+
+-- One row, shaped for monitoring: SELECT * FROM msgbilling.metrics;
+CREATE VIEW msgbilling.metrics AS
+    SELECT m.attached, m.pending, m.charged, m.failed, m.refunded, m.legacy,
+           m.credits_charged, m.oldest_pending_age_seconds, m.backlog,
+           m.worker_running, m.worker_pid, m.worker_state, m.worker_last_run,
+           m.worker_billed, m.worker_last_error
+      FROM msgbilling.collect_metrics() m;
+
+-- Counts and worker state, no money moves and no org is named: readable by
+-- PostgreSQL's monitoring role (what an exporter connects as), besides the
+-- owner.  A view's functions are checked against the reader, so pg_monitor
+-- needs EXECUTE on collect_metrics as well as SELECT on the view.
+REVOKE ALL ON FUNCTION msgbilling.collect_metrics() FROM PUBLIC;
+REVOKE ALL ON msgbilling.metrics FROM PUBLIC;
+GRANT USAGE ON SCHEMA msgbilling TO pg_monitor;
+GRANT EXECUTE ON FUNCTION msgbilling.collect_metrics() TO pg_monitor;
+GRANT SELECT ON msgbilling.metrics TO pg_monitor;

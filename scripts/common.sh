@@ -5,9 +5,11 @@
 
 PG_MAJOR=${PG_MAJOR:-15}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-# pg_cron, perl (prove) and libipc-run-perl are for the TAP tests.
+# pg_cron, perl (prove) and libipc-run-perl are for the TAP tests;
+# prometheus-postgres-exporter and curl for examples/monitoring.
 MB_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
-postgresql-$PG_MAJOR-cron perl libipc-run-perl make gcc"
+postgresql-$PG_MAJOR-cron perl libipc-run-perl make gcc \
+prometheus-postgres-exporter curl"
 
 # Run a command as root: directly when we are root, else through sudo.
 as_root() {
@@ -15,16 +17,29 @@ as_root() {
 }
 
 # Install the packages that are missing (all of them on a fresh machine).
+# Debian starts a package's service when it installs it (a postgresql
+# cluster on 5432, prometheus-postgres-exporter on :9187): where no
+# policy-rc.d says otherwise already (containers have one), one that
+# forbids it is in place during the install.  The tests run their own.
 mb_install_deps() {
-    local missing=""
+    local missing="" policy="" rc=0
     for p in $MB_PACKAGES; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+        # installed, not merely known (removed ones keep their config)
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' ||
+            missing="$missing $p"
     done
     if [ -n "$missing" ]; then
         echo "== installing:$missing"
         as_root apt-get update -qq
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            policy=/usr/sbin/policy-rc.d
+            printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+            as_root chmod 755 "$policy"
+        fi
         as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq $missing >/dev/null
+            apt-get install -y -qq $missing >/dev/null || rc=$?
+        [ -z "$policy" ] || as_root rm -f "$policy"
+        return "$rc"
     fi
 }
 

@@ -460,7 +460,20 @@ INSERT INTO odd_status VALUES (1, NULL, 1, 'paid');
 SELECT msgbilling.attach('odd_status');
 SELECT count(*) AS attached FROM msgbilling.config;
 SELECT msgbilling.detach(NULL);
-DROP TABLE has_status, odd_status;
+-- The guide's own migration already ran: its columns are adopted; rows the
+-- old system marked charged (no ledger entry here) become legacy, pending
+-- ones stay pending and will be billed.
+CREATE TABLE guide_done (id bigint PRIMARY KEY, org_id uuid, tokens_used integer,
+                         cost_credits numeric(10,6), charged_at timestamptz,
+                         billing_status varchar(20) DEFAULT 'pending');
+INSERT INTO guide_done VALUES
+    (1, NULL, 10, 0.5, '2024-01-01', 'charged'),
+    (2, NULL, 10, NULL, NULL, 'pending');
+SELECT msgbilling.attach('guide_done');
+SELECT id, billing_status, cost_credits FROM guide_done ORDER BY id;
+SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok;
+SELECT msgbilling.detach('guide_done', drop_columns => true, force => true);
+DROP TABLE has_status, odd_status, guide_done;
 DROP EXTENSION msgbilling;
 
 DROP TABLE messages;

@@ -61,7 +61,7 @@ UPDATE messages SET charged_at = NULL WHERE id = 4;
 SELECT check_name, ok, detail FROM msgbilling.verify() WHERE NOT ok;
 ROLLBACK;
 BEGIN;
-UPDATE messages SET charged_at = now() WHERE id = 1;
+UPDATE messages SET charged_at = now() WHERE id = 3;
 SELECT check_name, ok, detail FROM msgbilling.verify() WHERE NOT ok;
 ROLLBACK;
 BEGIN;

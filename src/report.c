@@ -278,12 +278,14 @@ verify(PG_FUNCTION_ARGS)
 						  " WHERE billing_status IN ('charged', 'refunded')"
 						  " AND (cost_credits IS NULL OR charged_at IS NULL"
 						  " OR billing_ledger_id IS NULL)", cfg->key_col, t));
+	/* legacy messages may keep the cost the old system charged them */
 	append_check(&sql, "no_charge_on_other_status",
 				 "no pending, failed or legacy message carries a charge",
 				 psprintf("SELECT 'message ' || %s::pg_catalog.text FROM %s"
 						  " WHERE billing_status NOT IN ('charged', 'refunded')"
-						  " AND (cost_credits IS NOT NULL OR charged_at IS NOT NULL"
-						  " OR billing_ledger_id IS NOT NULL)", cfg->key_col, t));
+						  " AND (billing_ledger_id IS NOT NULL"
+						  " OR (billing_status <> 'legacy' AND (cost_credits IS NOT NULL"
+						  " OR charged_at IS NOT NULL)))", cfg->key_col, t));
 	return_query(fcinfo, sql.data, 0, NULL, NULL, NULL);
 	SPI_finish();
 	return (Datum) 0;

@@ -27,6 +27,11 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "wake.h"
 
@@ -35,6 +40,12 @@ typedef struct MbWorkerSlot
 	Oid			dboid;			/* InvalidOid: no worker here yet */
 	Oid			relid;			/* the table it bills */
 	int			procno;			/* its PGPROC, for its latch */
+	/* what msgbilling.worker_status() shows; written by the worker only */
+	int			pid;			/* 0 once it exited */
+	char		state[32];
+	TimestampTz last_run;
+	int64		billed;
+	char		last_error[256];
 } MbWorkerSlot;
 
 typedef struct MbShared
@@ -208,7 +219,85 @@ mb_worker_publish(int slot, Oid relid)
 	MbWorkerSlot *s = &shared->slots[slot];
 
 	s->procno = MyProc->pgprocno;
+	s->pid = MyProcPid;
 	s->relid = relid;
 	pg_write_barrier();
 	s->dboid = MyDatabaseId;
+}
+
+/*
+ * A worker reports its state for worker_status(): readers may see a
+ * half-written line at worst, never a crash (fixed-size, terminated).
+ */
+void
+mb_worker_report(int slot, const char *state, int64 billed, bool ran,
+				 const char *error)
+{
+	MbWorkerSlot *s = &shared->slots[slot];
+
+	strlcpy(s->state, state, sizeof(s->state));
+	s->billed = billed;
+	if (ran)
+		s->last_run = GetCurrentTimestamp();
+	if (error)
+		strlcpy(s->last_error, error, sizeof(s->last_error));
+}
+
+/* A worker going away: it no longer runs. */
+void
+mb_worker_gone(int slot)
+{
+	MbWorkerSlot *s = &shared->slots[slot];
+
+	s->pid = 0;
+	strlcpy(s->state, "stopped", sizeof(s->state));
+}
+
+PG_FUNCTION_INFO_V1(worker_status);
+
+/*
+ * msgbilling.worker_status() -> (database, pid, state, last_run, billed,
+ * last_error): one row per billing worker that has run since the server
+ * started; none when the library is not preloaded.
+ */
+Datum
+worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TupleDesc	desc;
+	Tuplestorestate *store;
+	MemoryContext old;
+	int			i;
+
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	desc = BlessTupleDesc(CreateTupleDescCopy(desc));
+	store = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = desc;
+	MemoryContextSwitchTo(old);
+	for (i = 0; shared != NULL && i < MB_MAX_DATABASES; i++)
+	{
+		MbWorkerSlot *s = &shared->slots[i];
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		char	   *db;
+
+		if (!OidIsValid(s->dboid) || (db = get_database_name(s->dboid)) == NULL)
+			continue;
+		values[0] = CStringGetDatum(db);
+		values[0] = DirectFunctionCall1(namein, values[0]);
+		values[1] = Int32GetDatum(s->pid);
+		nulls[1] = s->pid == 0;
+		values[2] = CStringGetTextDatum(s->state);
+		values[3] = TimestampTzGetDatum(s->last_run);
+		nulls[3] = s->last_run == 0;
+		values[4] = Int64GetDatum(s->billed);
+		values[5] = CStringGetTextDatum(s->last_error);
+		nulls[5] = s->last_error[0] == '\0';
+		tuplestore_putvalues(store, desc, values, nulls);
+	}
+	return (Datum) 0;
 }

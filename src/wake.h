@@ -14,6 +14,9 @@
 extern void mb_wake_init(void);
 extern void mb_worker_publish(int slot, Oid relid);
 extern void mb_wake_at_commit(void);
+extern void mb_worker_report(int slot, const char *state, int64 billed,
+							 bool ran, const char *error);
+extern void mb_worker_gone(int slot);
 extern bool mb_wake_enabled;
 
 #endif							/* MB_WAKE_H */

@@ -167,7 +167,16 @@ count_backlog(void)
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* Show progress in pg_stat_activity's state and query columns. */
+static int	my_slot;
+
+/* On exit: worker_status() shows the worker stopped. */
+static void
+worker_exit(int code, Datum arg)
+{
+	mb_worker_gone(DatumGetInt32(arg));
+}
+
+/* Show progress in pg_stat_activity and in worker_status(). */
 static void
 report_progress(BackendState bstate, const char *state)
 {
@@ -183,6 +192,8 @@ report_progress(BackendState bstate, const char *state)
 				 "msgbilling worker: %s; billed " INT64_FORMAT " since start",
 				 state, billed_total);
 	pgstat_report_activity(bstate, line);
+	mb_worker_report(my_slot, state, billed_total, bstate == STATE_RUNNING,
+					 last_problem);
 }
 
 /*
@@ -312,6 +323,9 @@ mb_worker_main(Datum arg)
 										 0);
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "msgbilling worker",
 									   ALLOCSET_DEFAULT_SIZES);
+	my_slot = slot;
+	mb_worker_publish(slot, InvalidOid);
+	before_shmem_exit(worker_exit, Int32GetDatum(slot));
 	pgstat_report_appname("msgbilling worker");
 	ereport(LOG, (errmsg(MB_LOG_PREFIX "worker started for database \"%s\"",
 						 dbname)));

@@ -102,6 +102,13 @@ like(
 	qr/^msgbilling worker: \w+; billed \d+ since start; backlog \d+$/,
 	'pg_stat_activity shows its progress');
 
+is( sql($primary,
+		"SELECT worker_running, worker_pid > 0, backlog, charged FROM msgbilling.metrics"),
+	't|t|0|30000', 'msgbilling.metrics shows the worker and the counts');
+is( sql($primary,
+		"SELECT database, state, billed >= 30000, last_run IS NOT NULL FROM msgbilling.worker_status()"),
+	'postgres|sleeping|t|t', 'worker_status() reports it');
+
 my $start = time();
 sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (1, 10)');
 $primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')

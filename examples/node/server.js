@@ -1,0 +1,144 @@
+'use strict';
+// server.js — the guide's billing endpoints as a thin node:http handler:
+// each request is one SQL call to msgbilling.
+//
+//   POST /api/billing/process-messages  {"process_all": true}
+//        → SELECT * FROM msgbilling.process_all_pending()
+//   POST /api/billing/process-messages  {"org_id": "…"}
+//        → SELECT * FROM msgbilling.process_all_pending($1)
+//   POST /api/billing/process-messages  {"message_ids": [1, 2]}
+//        → SELECT * FROM msgbilling.process_batch_billing($1::bigint[])
+//   GET  /api/billing/process-messages[?org_id=…]
+//        → SELECT * FROM msgbilling.stats([$1])
+//   GET  /api/cron/process-billing?secret=…   (CRON_SECRET, else 401)
+//        → CALL msgbilling.drain()
+//
+// Run it:  PGHOST=… PGDATABASE=… CRON_SECRET=… PORT=3000 node server.js
+
+const http = require('node:http');
+const crypto = require('node:crypto');
+const billing = require('./billing');
+
+const MAX_BODY = 64 * 1024;
+
+function send(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > MAX_BODY) {
+        reject(new HttpError(413, 'request body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text.trim() === '') return resolve({});
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        reject(new HttpError(400, 'request body is not valid JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+// Constant-time comparison; an unset CRON_SECRET lets nobody in.
+function secretMatches(given, expected) {
+  if (!expected || typeof given !== 'string') return false;
+  const a = crypto.createHash('sha256').update(given).digest();
+  const b = crypto.createHash('sha256').update(expected).digest();
+  return crypto.timingSafeEqual(a, b);
+}
+
+async function processMessages(pool, req, res) {
+  const body = await readJson(req);
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new HttpError(400, 'expected a JSON object');
+  }
+  if (body.process_all === true) {
+    return send(res, 200, { success: true, ...await billing.processAllPendingMessages(pool) });
+  }
+  if (typeof body.org_id === 'string' && body.org_id !== '') {
+    return send(res, 200, {
+      success: true, org_id: body.org_id,
+      ...await billing.processAllPendingMessages(pool, body.org_id),
+    });
+  }
+  if (Array.isArray(body.message_ids)) {
+    return send(res, 200, { success: true, ...await billing.processBatchBilling(pool, body.message_ids) });
+  }
+  throw new HttpError(400, 'pass {"process_all": true}, {"org_id": "…"} or {"message_ids": […]}');
+}
+
+function createServer({ pool, cronSecret = process.env.CRON_SECRET } = {}) {
+  return http.createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    try {
+      if (url.pathname === '/api/billing/process-messages') {
+        if (req.method === 'POST') return await processMessages(pool, req, res);
+        if (req.method === 'GET') {
+          const orgId = url.searchParams.get('org_id');
+          return send(res, 200, { success: true, stats: await billing.getBillingStats(pool, orgId) });
+        }
+        res.setHeader('Allow', 'GET, POST');
+        throw new HttpError(405, 'method not allowed');
+      }
+      if (url.pathname === '/api/cron/process-billing') {
+        if (req.method !== 'GET' && req.method !== 'POST') {
+          res.setHeader('Allow', 'GET, POST');
+          throw new HttpError(405, 'method not allowed');
+        }
+        if (!secretMatches(url.searchParams.get('secret'), cronSecret)) {
+          throw new HttpError(401, 'unauthorized');
+        }
+        await billing.drain(pool);
+        return send(res, 200, { success: true });
+      }
+      throw new HttpError(404, 'not found');
+    } catch (err) {
+      if (err instanceof HttpError) return send(res, err.status, { success: false, error: err.message });
+      // PostgreSQL's "data exception" class (22…): a bad id or amount from
+      // the caller, e.g. an org_id that is not a uuid.
+      if (typeof err.code === 'string' && err.code.startsWith('22')) {
+        return send(res, 400, { success: false, error: err.message, code: err.code });
+      }
+      console.error('[billing-api]', req.method, url.pathname, err);
+      return send(res, 500, { success: false, error: 'internal error' });
+    }
+  });
+}
+
+module.exports = { createServer };
+
+if (require.main === module) {
+  const { Pool } = require('pg');
+  const pool = new Pool();               // PGHOST, PGPORT, PGUSER, PGDATABASE…
+  const port = Number(process.env.PORT || 3000);
+  const host = process.env.HOST || '127.0.0.1';
+  const server = createServer({ pool });
+  server.listen(port, host, () => console.log(`[billing-api] listening on http://${host}:${port}`));
+  const stop = () => server.close(() => pool.end());
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}

@@ -180,7 +180,7 @@ wallets_exist_sql(const MbConfig *cfg)
  * pending message, that the batch ($2: its keys) did not claim?
  */
 static char *
-order_check_sql(const MbConfig *cfg)
+order_check_ids_sql(const MbConfig *cfg)
 {
 	const char *older = cfg->created_col ?
 		psprintf("(f.%s, f.%s) < (u.cr, u.k)", cfg->created_col, cfg->key_col) :
@@ -196,9 +196,36 @@ order_check_sql(const MbConfig *cfg)
 					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
 					" AND f.billing_status = 'pending' AND %s AND %s)"
 					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3),"
-					" pg_catalog.unnest($4)) WITH ORDINALITY AS u(o, cr, k, ix)",
+					" pg_catalog.unnest($4), pg_catalog.unnest($5))"
+					" WITH ORDINALITY AS u(o, cr, k, n, ix)",
 					cfg->relname, cfg->org_col, older, outside,
 					cfg->relname, cfg->org_col, older, outside);
+}
+
+/*
+ * The same for a run over pending messages ($5: how many the batch claimed
+ * of each org).  Its messages are the org's oldest pending ones, so none is
+ * failed, and an older pending message it did not claim shows as more
+ * older pending messages than it claimed: cheaper than excluding its keys.
+ */
+static char *
+order_check_run_sql(const MbConfig *cfg)
+{
+	const char *older = cfg->created_col ?
+		psprintf("(f.%s, f.%s) < (u.cr, u.k)", cfg->created_col, cfg->key_col) :
+		psprintf("f.%s < u.k", cfg->key_col);
+
+	return psprintf("SELECT u.ix,"
+					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
+					" AND f.billing_status = 'failed'"
+					" AND f.billing_error = 'insufficient_credits' AND %s),"
+					" (SELECT pg_catalog.count(*) FROM %s f WHERE f.%s = u.o"
+					" AND f.billing_status = 'pending' AND %s) > u.n - 1"
+					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3),"
+					" pg_catalog.unnest($4), pg_catalog.unnest($5))"
+					" WITH ORDINALITY AS u(o, cr, k, n, ix)",
+					cfg->relname, cfg->org_col, older,
+					cfg->relname, cfg->org_col, older);
 }
 
 /* A one-dimensional array of n datums of type. */
@@ -405,14 +432,16 @@ static void
 check_order(Batch *b)
 {
 	Oid			cr_type = b->cfg->created_col ? b->cfg->created_type : TIMESTAMPTZOID;
-	Oid			argtypes[4] = {b->cfg->org_array_type, b->cfg->key_array_type,
-	get_array_type(cr_type), b->cfg->key_array_type};
+	Oid			argtypes[5] = {b->cfg->org_array_type, b->cfg->key_array_type,
+	get_array_type(cr_type), b->cfg->key_array_type, INT8ARRAYOID};
+	bool		by_ids = b->mode == MB_CLAIM_IDS || b->mode == MB_CLAIM_ONE;
 	Datum	   *orgs = palloc(sizeof(Datum) * Max(b->norgs, 1));
 	Datum	   *crs = palloc(sizeof(Datum) * Max(b->norgs, 1));
 	Datum	   *lasts = palloc(sizeof(Datum) * Max(b->norgs, 1));
+	Datum	   *counts = palloc(sizeof(Datum) * Max(b->norgs, 1));
 	Datum	   *keys = palloc(sizeof(Datum) * Max(b->nrows, 1));
 	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
-	Datum		values[4];
+	Datum		values[5];
 	int			n = 0;
 	int			i;
 	uint64		j;
@@ -430,17 +459,23 @@ check_order(Batch *b)
 		orgs[n] = o->org;
 		/* rows without a creation time sort last; compare them by key */
 		crs[n] = last->created_null ? (Datum) 0 : last->created_raw;
+		counts[n] = Int64GetDatum(o->nrows);
 		lasts[n++] = last->key;
 	}
 	if (n == 0)
 		return;
 	values[0] = make_array(orgs, n, b->cfg->org_type);
-	values[1] = make_array(keys, b->nrows, b->cfg->key_type);
+	values[1] = make_array(keys, by_ids ? b->nrows : 0, b->cfg->key_type);
 	values[2] = b->cfg->created_col ? make_array(crs, n, cr_type) :
 		make_array(crs, 0, cr_type);
 	values[3] = make_array(lasts, n, b->cfg->key_type);
-	mb_exec_plan(mb_plan(MB_STMT_ORDER_CHECK, order_check_sql, 4, argtypes),
-				 values, NULL, SPI_OK_SELECT);
+	values[4] = make_array(counts, n, INT8OID);
+	if (by_ids)
+		mb_exec_plan(mb_plan(MB_STMT_ORDER_CHECK_IDS, order_check_ids_sql,
+							 5, argtypes), values, NULL, SPI_OK_SELECT);
+	else
+		mb_exec_plan(mb_plan(MB_STMT_ORDER_CHECK_RUN, order_check_run_sql,
+							 5, argtypes), values, NULL, SPI_OK_SELECT);
 	for (j = 0; j < SPI_processed; j++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[j];

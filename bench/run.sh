@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# bench/run.sh — msgbilling's benchmark: every workload and its comparators
+# in one run on one throwaway cluster, each from identical data (a template
+# database copied per measurement), so that the ratios hold on a noisy
+# machine.  Writes bench/RESULTS.latest.md (the generated table),
+# bench/results.csv and bench/chart.png; bench/RESULTS.md is the report.
+#
+#   bash bench/run.sh            # the full suite (1M-message workloads, W6 to 5M)
+#   bash bench/run.sh --quick    # smaller sizes, for a smoke run
+#
+# No timing is asserted anywhere: this prints and records numbers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+if [ "$QUICK" = 1 ]; then
+    N=200000; ORGS=10000; W6_SIZES="50000 200000 500000"; W5_N=1000000
+    LOOP_N=5000; RT_SECONDS=5; W3_SECONDS=10; W4_SAMPLES=40
+else
+    N=1000000; ORGS=10000; W6_SIZES="100000 1000000 5000000"; W5_N=10000000
+    LOOP_N=20000; RT_SECONDS=15; W3_SECONDS=20; W4_SAMPLES=200
+fi
+OUT=bench
+CSV=$OUT/results.csv
+PORT=${BENCH_PORT:-5496}
+
+mb_install_deps
+command -v gnuplot >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq gnuplot-nox >/dev/null
+mb_build
+mb_workdir
+trap mb_cleanup EXIT
+cp -a bench "$MB_WORK/bench"
+as_root chown -R postgres "$MB_WORK/bench"
+mb_cluster_start "$PORT" \
+    "shared_preload_libraries = 'msgbilling'" \
+    "msgbilling.database = 'w4'" \
+    "msgbilling.naptime = '10s'" \
+    "shared_buffers = '2GB'" "work_mem = '64MB'" \
+    "max_wal_size = '20GB'" "checkpoint_timeout = '1h'" \
+    "log_min_messages = warning"
+
+B="$MB_WORK/bench"
+psql_q() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql_v() { as_pg psql -X -qtA -v ON_ERROR_STOP=1 "$@"; }
+
+# A template database: schema (guide or mb) with n messages over orgs.
+make_template() {
+    local name=$1 schema=$2 n=$3 orgs=$4
+    psql_q -d postgres -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name"
+    psql_q -d "$name" -f "$B/sql/${schema}_schema.sql"
+    [ "$schema" = mb ] && psql_q -d "$name" -f "$B/sql/comparators.sql"
+    psql_q -d "$name" -v n="$n" -v orgs="$orgs" -f "$B/sql/data.sql" >/dev/null
+    psql_q -d postgres -c "CHECKPOINT"
+}
+
+# A fresh copy of a template to measure on.
+fresh() {
+    psql_q -d postgres -c "DROP DATABASE IF EXISTS run" -c "CREATE DATABASE run TEMPLATE $1"
+    psql_q -d run -c "CHECKPOINT"
+}
+
+# Peak private memory (RssAnon, kB) of a backend while $2 runs in it.
+# Runs SQL in database run; prints "seconds wal_bytes peak_kb idle_kb".
+measure() {
+    local sql=$1 env=${2:-}
+    local f="$MB_WORK/measure.sql" samples="$MB_WORK/rss.txt"
+    cat >"$f" <<EOF
+$env
+SELECT pg_backend_pid() AS pid, pg_current_wal_lsn() AS lsn0 \gset
+\setenv MB_PID :pid
+\! (grep RssAnon /proc/\$MB_PID/status | awk '{print \$2}' > $samples; while [ ! -e $samples.stop ]; do grep RssAnon /proc/\$MB_PID/status 2>/dev/null | awk '{print \$2}' >> $samples; sleep 0.05; done) &
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+$sql
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS secs,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), :'lsn0') AS wal \gset
+\! touch $samples.stop
+\echo :secs :wal
+EOF
+    as_root chown postgres "$f"
+    rm -f "$samples" "$samples.stop"
+    local res
+    res=$(psql_v -d run -f "$f" | tail -1)
+    sleep 0.1
+    local peak idle
+    idle=$(head -1 "$samples" 2>/dev/null || true)
+    peak=$(sort -n "$samples" 2>/dev/null | tail -1 || true)
+    echo "${res:-0 0} ${peak:-0} ${idle:-0}"
+}
+
+# Record one result row: workload, variant, messages, seconds, wal, peak, idle
+declare -A RATE WALPM MEM
+record() {
+    local w=$1 v=$2 n=$3 secs=$4 wal=$5 peak=$6 idle=$7
+    local rate wpm
+    rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+    wpm=$(awk -v n="$n" -v w="$wal" 'BEGIN { printf "%.0f", w / n }')
+    RATE[$w/$v]=$rate; WALPM[$w/$v]=$wpm; MEM[$w/$v]=$(( (peak - idle) / 1024 ))
+    echo "$w,$v,$n,$secs,$rate,$wal,$wpm,$(( (peak - idle) / 1024 ))" >>"$CSV"
+    printf '%-4s %-34s %9s msgs %8ss %9s msg/s %6s WAL B/msg %5s MB\n' \
+        "$w" "$v" "$n" "$secs" "$rate" "$wpm" "${MEM[$w/$v]}"
+}
+
+echo "workload,variant,messages,seconds,rate,wal_bytes,wal_per_message,peak_mem_mb" >"$CSV"
+
+# ---- W1: 1M pending messages over 10k orgs ---------------------------------
+echo "== W1: $N messages over $ORGS orgs"
+make_template t_guide guide "$N" "$ORGS"
+make_template t_mb mb "$N" "$ORGS"
+fresh t_mb
+record W1 msgbilling "$N" $(measure "CALL msgbilling.drain(10000);")
+psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee "$MB_WORK/verify.txt"
+fresh t_guide
+record W1 "(a) set-based, guide schema" "$N" $(measure "\\set prices prices
+\\set credits credits
+\\set ledger ledger
+\\set price_order model
+\\i $B/sql/set_based.sql")
+fresh t_mb
+record W1 "(b) set-based, msgbilling schema" "$N" $(measure "SET msgbilling.repair = on;
+\\set prices msgbilling.prices
+\\set credits msgbilling.credits
+\\set ledger msgbilling.ledger
+\\set price_order 'effective_from DESC'
+\\i $B/sql/set_based.sql")
+fresh t_mb
+record W1 "(c) PL/pgSQL loop" "$LOOP_N" $(measure "SET msgbilling.repair = on;
+SELECT bench_plpgsql_loop($LOOP_N);")
+fresh t_mb
+rt=$(as_pg env PGOPTIONS="-c msgbilling.repair=on" pgbench -n -M prepared -c 1 \
+        -T "$RT_SECONDS" -f "$B/sql/round_trip.pgbench" run 2>&1 |
+     awk '/^number of transactions actually processed/ { print $NF }' | cut -d/ -f1)
+record W1 "(d) round trip per message" "$rt" "$RT_SECONDS" 0 0 0
+
+# ---- W2: 1M pending messages of one org -------------------------------------
+echo "== W2: $N messages of one org"
+make_template t_one mb "$N" 1
+fresh t_one
+record W2 msgbilling "$N" $(measure "CALL msgbilling.drain(10000);")
+
+# ---- W6: how cost grows with the backlog ------------------------------------
+echo "== W6: backlog sizes $W6_SIZES"
+for n in $W6_SIZES; do
+    make_template t_w6 mb "$n" "$ORGS"
+    fresh t_w6
+    record W6 "backlog $n" "$n" $(measure "CALL msgbilling.drain(10000);")
+    psql_q -d postgres -c "DROP DATABASE run" -c "DROP DATABASE t_w6"
+done
+
+# ---- W5: stats() on a large table --------------------------------------------
+echo "== W5: stats() on $W5_N messages"
+make_template t_w5 mb "$W5_N" "$ORGS"
+fresh t_w5
+w5=$(psql_v -d run -c "SELECT msgbilling.stats()" -c "\\timing on" \
+        -c "SELECT msgbilling.stats()" -c "SELECT msgbilling.stats()" \
+        -c "SELECT msgbilling.stats('$(psql_v -d run -c "SELECT org_id FROM msgbilling.credits LIMIT 1")')" |
+     awk '/^Time:/ { print $2 }' | sort -n | head -1)
+echo "W5,stats(),$W5_N,$w5 ms,,,," >>"$CSV"
+echo "W5   stats() best of 3: $w5 ms"
+psql_q -d postgres -c "DROP DATABASE run" -c "DROP DATABASE t_w5"
+
+# ---- W3: the app's INSERTs with and without billing --------------------------
+echo "== W3: app INSERT latency and throughput"
+fresh t_mb
+psql_q -d run -c "CREATE TABLE plain_messages (LIKE messages INCLUDING DEFAULTS)" \
+    -c "ALTER TABLE plain_messages ADD PRIMARY KEY (id)"
+pct() { sort -n | awk '{ a[NR] = $1 } END { printf "%.2f %.2f", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000 }'; }
+w3_run() {  # rate-limited INSERTs; prints p50 p99 in ms
+    rm -rf "$MB_WORK/w3log" && mkdir "$MB_WORK/w3log" && as_root chown postgres "$MB_WORK/w3log"
+    (cd "$MB_WORK/w3log" && as_pg pgbench -n -c 2 -R 200 -T "$W3_SECONDS" -l \
+        -f "$B/sql/app_insert.pgbench" run >/dev/null 2>&1)
+    cat "$MB_WORK"/w3log/pgbench_log.* | awk '{ print $3 }' | pct
+}
+read -r idle_p50 idle_p99 <<<"$(w3_run)"
+( for _ in $(seq 1 200); do psql_v -d run -c "CALL msgbilling.drain(5000)" >/dev/null 2>&1 || true; done ) &
+drainer=$!
+read -r busy_p50 busy_p99 <<<"$(w3_run)"
+kill "$drainer" 2>/dev/null || true; wait "$drainer" 2>/dev/null || true
+tps_of() { as_pg pgbench -n -c 4 -T "$W3_SECONDS" -f "$1" run 2>&1 | awk '/^tps/ { printf "%.0f", $3 }'; }
+att_tps=$(tps_of "$B/sql/app_insert.pgbench")
+plain_tps=$(tps_of "$B/sql/app_insert_plain.pgbench")
+echo "W3,insert p50/p99 idle ms,,$idle_p50/$idle_p99,,,," >>"$CSV"
+echo "W3,insert p50/p99 while billing ms,,$busy_p50/$busy_p99,,,," >>"$CSV"
+echo "W3,insert tps attached/plain,,$att_tps/$plain_tps,,,," >>"$CSV"
+echo "W3   INSERT p50/p99 idle $idle_p50/$idle_p99 ms, while billing $busy_p50/$busy_p99 ms; tps attached $att_tps, plain $plain_tps"
+
+# ---- W4: the worker's delay from commit to charge ----------------------------
+echo "== W4: worker delay, $W4_SAMPLES messages under light load"
+psql_q -d postgres -c "DROP DATABASE IF EXISTS w4" -c "CREATE DATABASE w4 TEMPLATE t_mb"
+psql_q -d w4 -c "UPDATE messages SET billing_status = 'legacy'" -v ON_ERROR_STOP=0 \
+    -c "SET msgbilling.repair = on" >/dev/null 2>&1 || true
+psql_q -d w4 <<EOF >/dev/null
+SET msgbilling.repair = on;
+UPDATE messages SET billing_status = 'legacy' WHERE billing_status = 'pending';
+SELECT msgbilling._wake_worker();
+CREATE PROCEDURE w4_insert(n integer) LANGUAGE plpgsql AS \$\$
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO messages (org_id, content, model, tokens_used, created_at)
+        VALUES (md5('1')::uuid, 'w4', 'gpt-4o', 10, clock_timestamp());
+        COMMIT;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END \$\$;
+EOF
+sleep 1
+psql_q -d w4 -c "CALL w4_insert($W4_SAMPLES)"
+sleep 2
+read -r w4_p50 w4_p99 <<<"$(psql_v -d w4 -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric, 1), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 1) FROM (SELECT extract(epoch FROM charged_at - created_at) * 1000 AS d FROM messages WHERE content = 'w4') s" | tr '|' ' ')"
+echo "W4,worker delay p50/p99 ms,$W4_SAMPLES,$w4_p50/$w4_p99,,,," >>"$CSV"
+echo "W4   worker delay p50 $w4_p50 ms, p99 $w4_p99 ms"
+
+# ---- Report ------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+r_a=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(a) set-based, guide schema]}")
+r_b=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(b) set-based, msgbilling schema]}")
+r_c=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(c) PL/pgSQL loop]}")
+r_d=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(d) round trip per message]}")
+r_w2=$(ratio "${RATE[W2/msgbilling]}" "${RATE[W1/msgbilling]}")
+r_wal=$(ratio "${WALPM[W1/msgbilling]}" "${WALPM[W1/(b) set-based, msgbilling schema]}")
+r_p99=$(ratio "$busy_p99" "$idle_p99")
+r_tps=$(ratio "$att_tps" "$plain_tps")
+w6_first=$(echo $W6_SIZES | awk '{print $1}'); w6_last=$(echo $W6_SIZES | awk '{print $NF}')
+r_w6=$(ratio "${RATE[W6/backlog $w6_last]}" "${RATE[W6/backlog $w6_first]}")
+
+awk -F, '$1 == "W6" { split($2, a, " "); print a[2], $5 }' "$CSV" >"$MB_WORK/w6.dat"
+gnuplot <<EOF
+set terminal png size 800,500
+set output '$OUT/chart.png'
+set title 'msgbilling: billing rate against backlog size (W6)'
+set xlabel 'pending messages'
+set ylabel 'messages per second'
+set logscale x
+set yrange [0:*]
+set grid
+plot '$MB_WORK/w6.dat' using 1:2 with linespoints lw 2 title 'CALL msgbilling.drain()'
+EOF
+
+{
+    echo "# msgbilling benchmark results"
+    echo
+    echo "Run: \`bash bench/run.sh$([ "$QUICK" = 1 ] && echo ' --quick')\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(as_pg psql -X -qtA -d postgres -c 'SHOW server_version'), shared_buffers 2GB."
+    echo "All comparators run in the same invocation, each on a fresh copy of the same template database."
+    echo
+    echo "| workload | variant | messages | seconds | msg/s | WAL B/msg | peak MB |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -F, 'NR > 1 && $5 != "" { printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $7, $8 }' "$CSV"
+    echo
+    echo "| target | measured | goal |"
+    echo "|---|---|---|"
+    echo "| W1 msgbilling ÷ (a) | $r_a | ≥ 1.25 |"
+    echo "| W1 msgbilling ÷ (b) | $r_b | ≥ 0.85 |"
+    echo "| W1 ÷ (c), ÷ (d) | $r_c, $r_d | ≥ 3, ≥ 100 |"
+    echo "| W2 ÷ W1 | $r_w2 | ≥ 0.9 |"
+    echo "| W3 INSERT p99 while billing ÷ idle | $r_p99 ($busy_p99 / $idle_p99 ms) | ≤ 1.5 |"
+    echo "| W3 attached ÷ plain INSERT tps | $r_tps ($att_tps / $plain_tps) | ≥ 0.9 |"
+    echo "| W4 worker delay p50 / p99 | $w4_p50 / $w4_p99 ms | < 100 / < 1000 ms |"
+    echo "| W5 stats() on $W5_N messages | $w5 ms | < 10 ms |"
+    echo "| W1 peak backend memory | ${MEM[W1/msgbilling]} MB | < 64 MB |"
+    echo "| W1 WAL per message ÷ (b) | $r_wal | ≤ 1.1 |"
+    echo "| W6 rate at $w6_last ÷ at $w6_first | $r_w6 | within 0.8–1.2 |"
+    echo
+    echo "![billing rate against backlog](chart.png)"
+    echo
+    echo "verify() after W1: $(grep -c ' f$' "$MB_WORK/verify.txt" || true) failing checks."
+} >"$OUT/RESULTS.latest.md"
+echo
+cat "$OUT/RESULTS.latest.md"

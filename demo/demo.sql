@@ -92,7 +92,9 @@ SELECT billing_status, count(*) FROM messages GROUP BY 1 ORDER BY 1;
 
 \echo
 \echo '== 6. Bill the backlog, committing every 1000 messages'
+SET msgbilling.drain_progress = 2;   -- a progress line every 2 batches
 CALL msgbilling.drain(1000);
+RESET msgbilling.drain_progress;
 
 \echo
 \echo '== 7. The result'

@@ -65,6 +65,12 @@ INSERT INTO messages VALUES (20, :c, 200, '2024-02-02 10:00'),
                             (21, :c, 10, '2024-02-02 10:01');
 CALL msgbilling.drain(1);
 SELECT id, billing_status, billing_error FROM messages WHERE id >= 20 ORDER BY id;
+-- Progress on request: a NOTICE every N batches.
+INSERT INTO messages SELECT 100 + i, :a::uuid, 1, '2024-03-01'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 6) i;
+SET msgbilling.drain_progress = 1;
+CALL msgbilling.drain(2, :a);
+RESET msgbilling.drain_progress;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

@@ -220,6 +220,30 @@ process_all_pending(PG_FUNCTION_ARGS)
 	return return_totals(fcinfo, &t);
 }
 
+/*
+ * A drain's progress, every msgbilling.drain_progress batches: what it
+ * billed so far and the backlog left.
+ */
+static void
+report_progress(int64 batches, const MbTotals *t)
+{
+	bool		isnull;
+	Datum		backlog;
+
+	/* not read-only: a fresh snapshot sees the batch just billed */
+	if (SPI_execute("SELECT msgbilling.backlog()", false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the backlog");
+	backlog = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+							&isnull);
+	ereport(NOTICE,
+			(errmsg(MB_LOG_PREFIX "drain: " INT64_FORMAT " batches, charged "
+					INT64_FORMAT ", failed " INT64_FORMAT ", credits %s; "
+					"backlog %s",
+					batches, t->charged, t->failed,
+					mb_datum_text(t->credits, NUMERICOID),
+					isnull ? "unknown" : mb_datum_text(backlog, INT8OID))));
+}
+
 /* Whether a procedure was called where it may commit. */
 static bool
 may_commit(FunctionCallInfo fcinfo)
@@ -283,6 +307,7 @@ drain(PG_FUNCTION_ARGS)
 	int64		batch_size;
 	int64		claimed;
 	int64		skipped_before;
+	int64		batches = 0;
 	bool		commit = may_commit(fcinfo);
 	Oid			org_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
 	Datum		org = PG_GETARG_DATUM(1);
@@ -305,6 +330,8 @@ drain(PG_FUNCTION_ARGS)
 		skipped_before = t.skipped;
 		claimed = mb_drain_batch(org, OidIsValid(org_type) ? org_type : TEXTOID,
 							  PG_ARGISNULL(1), batch_size, &t);
+		if (mb_drain_progress > 0 && ++batches % mb_drain_progress == 0)
+			report_progress(batches, &t);
 		if (commit)
 		{
 			SPI_commit();

@@ -24,6 +24,7 @@ PG_MODULE_MAGIC;
 
 int			mb_batch_size = 10000;
 int			mb_log_level = LOG;
+int			mb_drain_progress = 0;
 
 static const struct config_enum_entry log_level_options[] = {
 	{"debug2", DEBUG2, false},
@@ -89,6 +90,14 @@ _PG_init(void)
 							 LOG, log_level_options,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("msgbilling.drain_progress",
+							"Report a drain's progress every this many batches (0: never).",
+							"A NOTICE with what was billed so far and the backlog left.",
+							&mb_drain_progress,
+							0, 0, 1000000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("msgbilling.repair",
 							 "Lets a superuser change billing columns and the ledger by hand.",

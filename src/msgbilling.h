@@ -19,5 +19,6 @@
 
 extern int	mb_batch_size;
 extern int	mb_log_level;
+extern int	mb_drain_progress;
 
 #endif							/* MSGBILLING_H */

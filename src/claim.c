@@ -115,10 +115,29 @@ peek_sql(const MbConfig *cfg, MbClaimMode mode)
 					billing_order(cfg, "m"));
 }
 
-static char *peek_all_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_ALL); }
-static char *peek_org_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_ORG); }
-static char *peek_ids_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_IDS); }
-static char *peek_one_sql(const MbConfig *cfg) { return peek_sql(cfg, MB_CLAIM_ONE); }
+static char *
+peek_all_sql(const MbConfig *cfg)
+{
+	return peek_sql(cfg, MB_CLAIM_ALL);
+}
+
+static char *
+peek_org_sql(const MbConfig *cfg)
+{
+	return peek_sql(cfg, MB_CLAIM_ORG);
+}
+
+static char *
+peek_ids_sql(const MbConfig *cfg)
+{
+	return peek_sql(cfg, MB_CLAIM_IDS);
+}
+
+static char *
+peek_one_sql(const MbConfig *cfg)
+{
+	return peek_sql(cfg, MB_CLAIM_ONE);
+}
 
 /*
  * Claim: lock the first $1 billable messages of the orgs in $3, oldest
@@ -151,10 +170,29 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 	return s.data;
 }
 
-static char *claim_all_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_ALL); }
-static char *claim_org_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_ORG); }
-static char *claim_ids_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_IDS); }
-static char *claim_one_sql(const MbConfig *cfg) { return claim_sql(cfg, MB_CLAIM_ONE); }
+static char *
+claim_all_sql(const MbConfig *cfg)
+{
+	return claim_sql(cfg, MB_CLAIM_ALL);
+}
+
+static char *
+claim_org_sql(const MbConfig *cfg)
+{
+	return claim_sql(cfg, MB_CLAIM_ORG);
+}
+
+static char *
+claim_ids_sql(const MbConfig *cfg)
+{
+	return claim_sql(cfg, MB_CLAIM_IDS);
+}
+
+static char *
+claim_one_sql(const MbConfig *cfg)
+{
+	return claim_sql(cfg, MB_CLAIM_ONE);
+}
 
 static char *
 lock_wallets_sql(const MbConfig *cfg)

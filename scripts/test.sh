@@ -6,7 +6,8 @@
 #
 # Installs what it needs on Debian 12 (as root, or through sudo), builds
 # with -Werror, installs the extension, and runs the suites (pg_regress,
-# isolation, TAP) as the postgres OS user on a copy of the tree.
+# isolation, TAP, then a 20-second stress run) as the postgres OS user on
+# a copy of the tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -70,6 +71,55 @@ run_tap() {
     fi
 }
 
+# The stress test (bench/stress/run.sh, docs/STRESS.md), short: 20 s with
+# 8 clients on a cluster of its own, counted by invariant (each PASS or
+# FAIL line is one test).  A run that dies before it reports counts as one
+# failure.
+run_stress() {
+    local out="$MB_WORK/stress.out"
+    local rc=0 ok bad
+    echo "== stress"
+    STRESS_NO_BUILD=1 bash bench/stress/run.sh 20 8 >"$out" 2>&1 || rc=$?
+    cat "$out"
+    ok=$(grep -c '^PASS ' "$out" || true)
+    bad=$(grep -c '^FAIL ' "$out" || true)
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+    if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+        failed=$((failed + 1))
+    fi
+}
+
+# The Node.js example (examples/node/run-tests.sh: npm ci, a cluster of its
+# own on port 5497, node --test), counted from node's closing "# pass N" and
+# "# fail N"; a run that fails with no failed test counts as one failure.
+run_node() {
+    local out="$MB_WORK/node.out" rc=0 ok bad
+    echo "== node"
+    bash examples/node/run-tests.sh >"$out" 2>&1 || rc=$?
+    cat "$out"
+    ok=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$out" | tail -n 1)
+    bad=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$out" | tail -n 1)
+    passed=$((passed + ${ok:-0}))
+    failed=$((failed + ${bad:-0}))
+    [ "$rc" -eq 0 ] || [ "${bad:-0}" -gt 0 ] || failed=$((failed + 1))
+}
+
+# msgbilling.metrics through prometheus-postgres-exporter
+# (examples/monitoring/test-exporter.sh: a cluster of its own on port 5498),
+# counted from its "N passed, N failed" line, like run_node.
+run_exporter() {
+    local out="$MB_WORK/exporter.out" rc=0 ok bad
+    echo "== exporter"
+    bash examples/monitoring/test-exporter.sh >"$out" 2>&1 || rc=$?
+    cat "$out"
+    ok=$(sed -n 's/^\([0-9][0-9]*\) passed, [0-9][0-9]* failed$/\1/p' "$out" | tail -n 1)
+    bad=$(sed -n 's/^[0-9][0-9]* passed, \([0-9][0-9]*\) failed$/\1/p' "$out" | tail -n 1)
+    passed=$((passed + ${ok:-0}))
+    failed=$((failed + ${bad:-0}))
+    [ "$rc" -eq 0 ] || [ "${bad:-0}" -gt 0 ] || failed=$((failed + 1))
+}
+
 mb_install_deps
 mb_build
 mb_workdir
@@ -81,6 +131,9 @@ mb_cluster_start 5491 "max_prepared_transactions = 10"
 run_installcheck pg_regress ISOLATION= TAP_TESTS=
 run_installcheck isolation REGRESS= TAP_TESTS=
 run_tap
+run_node
+run_exporter
+run_stress
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

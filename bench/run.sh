@@ -22,6 +22,9 @@ else
     N=1000000; ORGS=10000; W6_SIZES="100000 1000000 5000000"; W5_N=10000000
     LOOP_N=20000; RT_SECONDS=15; W3_SECONDS=20; W4_SAMPLES=200
 fi
+# sizes can be overridden, for a machine or a session with less time
+W6_SIZES=${BENCH_W6:-$W6_SIZES}
+W5_N=${BENCH_W5:-$W5_N}
 OUT=bench
 CSV=$OUT/results.csv
 PORT=${BENCH_PORT:-5496}

@@ -54,8 +54,8 @@ mb_build() {
 # A scratch directory owned by postgres, removed by mb_cleanup.
 mb_workdir() {
     MB_WORK=$(mktemp -d /tmp/msgbilling.XXXXXX)
-    as_root chown postgres "$MB_WORK"
     chmod 755 "$MB_WORK"
+    as_root chown postgres "$MB_WORK"
 }
 
 # Run a command as the postgres OS user, with the cluster's socket and port.

@@ -179,13 +179,13 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 
 /*
  * Make failures for reason pending again, of one org (org_null false) or
- * all; returns how many.  Rows another session is billing right now are
- * skipped: they are not failed any more when it commits.  Wakes the
- * worker when there is new work.
+ * all; returns how many.  With wait, rows another session holds are waited
+ * for, else skipped (retry_failed, a new price: a later call catches
+ * them).  Wakes the worker when there is new work.
  */
 static uint64
 repend_failed(const MbConfig *cfg, const char *reason, Datum org,
-			  bool org_null)
+			  bool org_null, bool wait)
 {
 	Oid			argtypes[2] = {cfg->org_type, TEXTOID};
 	Datum		values[2] = {org, reason ? CStringGetTextDatum(reason) : (Datum) 0};
@@ -196,9 +196,10 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 							   " WHERE f.billing_status = 'failed'"
 							   " AND ($1 IS NULL OR f.%s = $1)"
 							   " AND ($2 IS NULL OR f.billing_error = $2)"
-							   " FOR UPDATE SKIP LOCKED)",
+							   " FOR UPDATE%s)",
 							   cfg->relname, cfg->key_col, cfg->key_col,
-							   cfg->relname, cfg->org_col);
+							   cfg->relname, cfg->org_col,
+							   wait ? "" : " SKIP LOCKED");
 
 	run(sql, 2, argtypes, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed > 0)
@@ -206,11 +207,17 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 	return SPI_processed;
 }
 
-/* After a change to the org's wallet: its insufficient_credits failures. */
+/*
+ * After a change to the org's wallet: its insufficient_credits failures.
+ * They are waited for, not skipped: a failure left behind would block the
+ * org's later messages until the wallet changes again.  We hold the
+ * wallet, so no biller holds them; only the app (an open transaction
+ * editing a message) or another wallet function can, and those end.
+ */
 static void
 repend_insufficient(const MbConfig *cfg, Datum org)
 {
-	(void) repend_failed(cfg, "insufficient_credits", org, false);
+	(void) repend_failed(cfg, "insufficient_credits", org, false, true);
 }
 
 /*
@@ -494,7 +501,7 @@ retry_failed(PG_FUNCTION_ARGS)
 	cfg = mb_config();
 	if (!PG_ARGISNULL(0))
 		org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-	n = repend_failed(cfg, NULL, org, PG_ARGISNULL(0));
+	n = repend_failed(cfg, NULL, org, PG_ARGISNULL(0), false);
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }
@@ -516,7 +523,8 @@ repend_no_price(PG_FUNCTION_ARGS)
 	if (SPI_execute("SELECT 1 FROM msgbilling.config", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read msgbilling.config");
 	isnull = SPI_processed == 0;
-	n = isnull ? 0 : repend_failed(mb_config(), "no_price", (Datum) 0, true);
+	n = isnull ? 0 : repend_failed(mb_config(), "no_price", (Datum) 0, true,
+								   false);
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }

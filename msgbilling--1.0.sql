@@ -819,36 +819,27 @@ REVOKE ALL ON FUNCTION msgbilling.backlog(),
 -- user, so each role has its own msgbilling-drain job, and unschedule()
 -- removes the caller's.
 
--- Run CALL msgbilling.drain() on a cron schedule (default: every five
--- minutes) as the pg_cron job "msgbilling-drain"; returns its job id.
--- Scheduling again changes the schedule of the same job.
-CREATE FUNCTION msgbilling.schedule(schedule text DEFAULT '*/5 * * * *')
-RETURNS bigint
+-- Error unless pg_cron can run jobs for this database: its library loaded
+-- (shared_preload_libraries), cron.database_name naming this database, and
+-- the extension created here.  in_cron_db: what to run in pg_cron's
+-- database instead, when cron.database_name names another one.  Only
+-- superusers and pg_read_all_settings may read cron.database_name; for
+-- other roles an installed pg_cron is trusted (CREATE EXTENSION pg_cron
+-- works only in the database cron.database_name names).  It checks and
+-- raises, nothing more, and runs as its caller: PUBLIC may call it.
+CREATE FUNCTION msgbilling._require_cron(in_cron_db text)
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     db text := pg_catalog.current_database();
-    -- cron.database_name: readable by superusers and pg_read_all_settings
-    -- only; NULL unless the server loaded pg_cron at startup
     may_read boolean := pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE');
     cron_db text := CASE WHEN may_read THEN
                         pg_catalog.current_setting('cron.database_name', true) END;
     installed boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
                                   WHERE e.extname = 'pg_cron');
-    job_id bigint;
 BEGIN
-    IF schedule IS NULL THEN
-        RAISE EXCEPTION 'schedule must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
-    END IF;
-    IF pg_catalog.btrim(schedule) = '' THEN
-        RAISE EXCEPTION 'schedule must not be empty'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
-    END IF;
-
     -- Without may_read, an installed pg_cron is trusted: CREATE EXTENSION
     -- pg_cron works only in the database cron.database_name names.
     IF (may_read AND cron_db IS NULL) OR (NOT may_read AND NOT installed) THEN
@@ -868,17 +859,46 @@ BEGIN
                                   ELSE format('pg_cron is not installed in database "%s"', db) END
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('cron.database_name is %L: pg_cron keeps its jobs in that database only.', cron_db),
-                  HINT = format('In database %I, run SELECT cron.schedule_in_database(%L, %L, %L, %L);'
+                  HINT = format('In database %I, run %s;'
                                 ' or set cron.database_name = %L in postgresql.conf, restart the server,'
                                 ' and run CREATE EXTENSION pg_cron in database %I.',
-                                cron_db, 'msgbilling-drain', schedule,
-                                'CALL msgbilling.drain()', db, db, db);
+                                cron_db, in_cron_db, db, db);
     ELSIF NOT installed THEN
         RAISE EXCEPTION 'pg_cron is not installed in database "%"', db
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'The server has loaded pg_cron for this database, but the extension has not been created here.',
                   HINT = 'Run CREATE EXTENSION pg_cron.';
     END IF;
+
+END;
+$$;
+GRANT EXECUTE ON FUNCTION msgbilling._require_cron(text) TO PUBLIC;
+
+-- Run CALL msgbilling.drain() on a cron schedule (default: every five
+-- minutes) as the pg_cron job "msgbilling-drain"; returns its job id.
+-- Scheduling again changes the schedule of the same job.
+CREATE FUNCTION msgbilling.schedule(schedule text DEFAULT '*/5 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job_id bigint;
+BEGIN
+    IF schedule IS NULL THEN
+        RAISE EXCEPTION 'schedule must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
+    END IF;
+    IF pg_catalog.btrim(schedule) = '' THEN
+        RAISE EXCEPTION 'schedule must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
+    END IF;
+
+    PERFORM msgbilling._require_cron(format('SELECT cron.schedule_in_database(%L, %L, %L, %L)',
+                                     'msgbilling-drain', schedule,
+                                     'CALL msgbilling.drain()', pg_catalog.current_database()));
 
     IF NOT (pg_catalog.has_function_privilege('msgbilling.drain(integer, "any")', 'EXECUTE')
             AND pg_catalog.has_function_privilege(
@@ -907,44 +927,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    db text := pg_catalog.current_database();
-    -- cron.database_name: readable by superusers and pg_read_all_settings
-    -- only; NULL unless the server loaded pg_cron at startup
-    may_read boolean := pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE');
-    cron_db text := CASE WHEN may_read THEN
-                        pg_catalog.current_setting('cron.database_name', true) END;
-    installed boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
-                                  WHERE e.extname = 'pg_cron');
     exists_sql constant text := 'SELECT EXISTS (SELECT 1 FROM cron.job j'
                                 ' WHERE j.jobname = $1 AND j.username = $2)';
     have_job boolean;
 BEGIN
-    -- Without may_read, an installed pg_cron is trusted: CREATE EXTENSION
-    -- pg_cron works only in the database cron.database_name names.
-    IF (may_read AND cron_db IS NULL) OR (NOT may_read AND NOT installed) THEN
-        RAISE EXCEPTION '%', CASE WHEN installed
-                                  THEN 'pg_cron is installed but not loaded'
-                                  ELSE format('pg_cron is not installed in database "%s"', db) END
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'msgbilling runs CALL msgbilling.drain() as a pg_cron job; pg_cron must be loaded at server start and installed in this database.',
-                  HINT = format('Install pg_cron (apt install postgresql-%s-cron), add it to shared_preload_libraries'
-                                ' (shared_preload_libraries = ''pg_cron'') and set cron.database_name = %L in postgresql.conf,'
-                                ' restart the server, then run CREATE EXTENSION pg_cron in database %I.',
-                                pg_catalog.current_setting('server_version_num')::integer / 10000,
-                                db, db);
-    ELSIF may_read AND cron_db <> db THEN
-        RAISE EXCEPTION '%', CASE WHEN installed
-                                  THEN format('pg_cron runs jobs from database "%s", not "%s"', cron_db, db)
-                                  ELSE format('pg_cron is not installed in database "%s"', db) END
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('cron.database_name is %L: pg_cron keeps its jobs in that database only.', cron_db),
-                  HINT = format('In database %I, run SELECT cron.unschedule(%L).', cron_db, 'msgbilling-drain');
-    ELSIF NOT installed THEN
-        RAISE EXCEPTION 'pg_cron is not installed in database "%"', db
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'The server has loaded pg_cron for this database, but the extension has not been created here.',
-                  HINT = 'Run CREATE EXTENSION pg_cron.';
-    END IF;
+    PERFORM msgbilling._require_cron(format('SELECT cron.unschedule(%L)', 'msgbilling-drain'));
 
     EXECUTE exists_sql INTO have_job
       USING 'msgbilling-drain'::name, current_user::text;

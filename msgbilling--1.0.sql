@@ -53,6 +53,12 @@ CREATE TABLE msgbilling.credits (
     balance numeric(20,6) NOT NULL DEFAULT 0,
     overdraft_limit numeric(20,6) NOT NULL DEFAULT 0
         CHECK (overdraft_limit >= 0),
+    -- what stats() reports, kept by the statements that move the money, so
+    -- that stats() reads wallets instead of scanning the messages: messages
+    -- charged (net of refunds), refunded, and what the charged ones cost
+    charged_messages bigint NOT NULL DEFAULT 0,
+    refunded_messages bigint NOT NULL DEFAULT 0,
+    credits_charged numeric(20,6) NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );

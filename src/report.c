@@ -90,41 +90,47 @@ return_query(FunctionCallInfo fcinfo, const char *sql, int nargs,
  * stats(org_id) -> (pending, charged, failed, refunded, credits_charged,
  *					 oldest_pending)
  *		Counts by status, of one org or all; credits_charged is the sum of
- *		costs of messages charged and not refunded.
+ *		costs of messages charged and not refunded.  Charged and refunded
+ *		come from the counters billing and refund keep in the wallets;
+ *		pending and failed from the partial indexes on them: no scan of the
+ *		messages, however many were ever billed.
  */
 Datum
 stats(PG_FUNCTION_ARGS)
 {
 	const MbConfig *cfg;
-	StringInfoData sql;
+	bool		one = !PG_ARGISNULL(0);
+	const char *t_org;
+	const char *c_org = one ? " WHERE org_id = $1" : "";
 	Oid			argtypes[1];
 	Datum		values[1];
 
 	SPI_connect();
 	cfg = mb_config();
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT pg_catalog.count(*) FILTER (WHERE billing_status = 'pending'),"
-					 " pg_catalog.count(*) FILTER (WHERE billing_status = 'charged'),"
-					 " pg_catalog.count(*) FILTER (WHERE billing_status = 'failed'),"
-					 " pg_catalog.count(*) FILTER (WHERE billing_status = 'refunded'),"
-					 " COALESCE(pg_catalog.sum(cost_credits) FILTER"
-					 " (WHERE billing_status = 'charged'), 0)::pg_catalog.numeric,"
-					 " pg_catalog.min(%s) FILTER (WHERE billing_status = 'pending')"
-					 " FROM %s",
-					 cfg->created_col ?
-					 psprintf("%s::pg_catalog.timestamptz", cfg->created_col) :
-					 "NULL::pg_catalog.timestamptz",
-					 cfg->relname);
-	if (PG_ARGISNULL(0))
-		return_query(fcinfo, sql.data, 0, NULL, NULL, NULL);
-	else
-	{
-		appendStringInfo(&sql, " WHERE %s = $1", cfg->org_col);
-		argtypes[0] = cfg->org_type;
+	t_org = one ? psprintf(" AND %s = $1", cfg->org_col) : "";
+	argtypes[0] = cfg->org_type;
+	if (one)
 		values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-		return_query(fcinfo, sql.data, 1, argtypes, values, NULL);
-	}
+	return_query(fcinfo,
+				 psprintf("SELECT (SELECT pg_catalog.count(*) FROM %s"
+						  " WHERE billing_status = 'pending'%s),"
+						  " (SELECT COALESCE(pg_catalog.sum(charged_messages), 0)::pg_catalog.int8"
+						  " FROM msgbilling.credits%s),"
+						  " (SELECT pg_catalog.count(*) FROM %s"
+						  " WHERE billing_status = 'failed'%s),"
+						  " (SELECT COALESCE(pg_catalog.sum(refunded_messages), 0)::pg_catalog.int8"
+						  " FROM msgbilling.credits%s),"
+						  " (SELECT COALESCE(pg_catalog.sum(credits_charged), 0)::pg_catalog.numeric"
+						  " FROM msgbilling.credits%s),"
+						  " (SELECT pg_catalog.min(%s) FROM %s"
+						  " WHERE billing_status = 'pending'%s)",
+						  cfg->relname, t_org, c_org, cfg->relname, t_org,
+						  c_org, c_org,
+						  cfg->created_col ?
+						  psprintf("%s::pg_catalog.timestamptz", cfg->created_col) :
+						  "NULL::pg_catalog.timestamptz",
+						  cfg->relname, t_org),
+				 one ? 1 : 0, argtypes, values, NULL);
 	SPI_finish();
 	return (Datum) 0;
 }
@@ -286,6 +292,23 @@ verify(PG_FUNCTION_ARGS)
 						  " AND (billing_ledger_id IS NOT NULL"
 						  " OR (billing_status <> 'legacy' AND (cost_credits IS NOT NULL"
 						  " OR charged_at IS NOT NULL)))", cfg->key_col, t));
+	append_check(&sql, "counters_match_messages",
+				 "every wallet's charged and refunded counters match its messages",
+				 psprintf("SELECT 'org ' || c.org_id::pg_catalog.text || ': counted '"
+						  " || c.charged_messages || '/' || c.refunded_messages"
+						  " || '/' || c.credits_charged || ', found '"
+						  " || COALESCE(m.charged, 0) || '/' || COALESCE(m.refunded, 0)"
+						  " || '/' || COALESCE(m.cost, 0)"
+						  " FROM msgbilling.credits c LEFT JOIN"
+						  " (SELECT %s AS org,"
+						  " pg_catalog.count(*) FILTER (WHERE billing_status = 'charged') AS charged,"
+						  " pg_catalog.count(*) FILTER (WHERE billing_status = 'refunded') AS refunded,"
+						  " pg_catalog.sum(cost_credits) FILTER (WHERE billing_status = 'charged') AS cost"
+						  " FROM %s WHERE billing_status IN ('charged', 'refunded')"
+						  " GROUP BY 1) m ON m.org = c.org_id"
+						  " WHERE c.charged_messages <> COALESCE(m.charged, 0)"
+						  " OR c.refunded_messages <> COALESCE(m.refunded, 0)"
+						  " OR c.credits_charged <> COALESCE(m.cost, 0)", o, t));
 	return_query(fcinfo, sql.data, 0, NULL, NULL, NULL);
 	SPI_finish();
 	return (Datum) 0;

@@ -479,6 +479,11 @@ refund(PG_FUNCTION_ARGS)
 	run(psprintf("UPDATE %s SET billing_status = 'refunded' WHERE %s = $1",
 				 cfg->relname, cfg->key_col),
 		1, argtypes, &key, NULL, SPI_OK_UPDATE);
+	run("UPDATE msgbilling.credits SET charged_messages = charged_messages - 1,"
+		" refunded_messages = refunded_messages + 1,"
+		" credits_charged = credits_charged - $2 WHERE org_id = $1",
+		2, (Oid[2]) {cfg->org_type, NUMERICOID}, (Datum[2]) {org, cost}, NULL,
+		SPI_OK_UPDATE);
 	repend_insufficient(cfg, org);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();

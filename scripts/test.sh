@@ -71,53 +71,46 @@ run_tap() {
     fi
 }
 
-# The stress test (bench/stress/run.sh, docs/STRESS.md), short: 20 s with
-# 8 clients on a cluster of its own, counted by invariant (each PASS or
-# FAIL line is one test).  A run that dies before it reports counts as one
-# failure.
-run_stress() {
-    local out="$MB_WORK/stress.out"
-    local rc=0 ok bad
-    echo "== stress"
-    STRESS_NO_BUILD=1 bash bench/stress/run.sh 20 8 >"$out" 2>&1 || rc=$?
+# Run one suite that reports its own counts: name, the pattern that
+# prints its passed count, the one that prints its failed count, then the
+# command.  A run that fails with no failed test counts as one failure.
+run_counted() {
+    local name=$1 ok_re=$2 bad_re=$3; shift 3
+    local out="$MB_WORK/$name.out" rc=0 ok bad
+    echo "== $name"
+    "$@" >"$out" 2>&1 || rc=$?
     cat "$out"
-    ok=$(grep -c '^PASS ' "$out" || true)
-    bad=$(grep -c '^FAIL ' "$out" || true)
-    passed=$((passed + ok))
-    failed=$((failed + bad))
-    if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
-        failed=$((failed + 1))
-    fi
+    ok=$(sed -n "$ok_re" "$out" | tail -n 1)
+    bad=$(sed -n "$bad_re" "$out" | tail -n 1)
+    passed=$((passed + ${ok:-0}))
+    failed=$((failed + ${bad:-0}))
+    [ "$rc" -eq 0 ] || [ "${bad:-0}" -gt 0 ] || failed=$((failed + 1))
+}
+
+# "N passed, N failed" lines, as this script and the exporter test print.
+SUMMARY_OK='s/^\(stress: \)\{0,1\}\([0-9][0-9]*\) passed, [0-9][0-9]* failed$/\2/p'
+SUMMARY_BAD='s/^\(stress: \)\{0,1\}[0-9][0-9]* passed, \([0-9][0-9]*\) failed$/\2/p'
+
+# The stress test (bench/stress/run.sh, docs/STRESS.md), short: 20 s with
+# 8 clients on a cluster of its own; each invariant is one test.
+run_stress() {
+    run_counted stress "$SUMMARY_OK" "$SUMMARY_BAD" \
+        env STRESS_NO_BUILD=1 bash bench/stress/run.sh 20 8
 }
 
 # The Node.js example (examples/node/run-tests.sh: npm ci, a cluster of its
-# own on port 5497, node --test), counted from node's closing "# pass N" and
-# "# fail N"; a run that fails with no failed test counts as one failure.
+# own on port 5497, node --test), counted from node's "# pass N" and
+# "# fail N".
 run_node() {
-    local out="$MB_WORK/node.out" rc=0 ok bad
-    echo "== node"
-    bash examples/node/run-tests.sh >"$out" 2>&1 || rc=$?
-    cat "$out"
-    ok=$(sed -n 's/^# pass \([0-9][0-9]*\)$/\1/p' "$out" | tail -n 1)
-    bad=$(sed -n 's/^# fail \([0-9][0-9]*\)$/\1/p' "$out" | tail -n 1)
-    passed=$((passed + ${ok:-0}))
-    failed=$((failed + ${bad:-0}))
-    [ "$rc" -eq 0 ] || [ "${bad:-0}" -gt 0 ] || failed=$((failed + 1))
+    run_counted node 's/^# pass \([0-9][0-9]*\)$/\1/p' \
+        's/^# fail \([0-9][0-9]*\)$/\1/p' bash examples/node/run-tests.sh
 }
 
 # msgbilling.metrics through prometheus-postgres-exporter
-# (examples/monitoring/test-exporter.sh: a cluster of its own on port 5498),
-# counted from its "N passed, N failed" line, like run_node.
+# (examples/monitoring/test-exporter.sh: a cluster of its own on port 5498).
 run_exporter() {
-    local out="$MB_WORK/exporter.out" rc=0 ok bad
-    echo "== exporter"
-    bash examples/monitoring/test-exporter.sh >"$out" 2>&1 || rc=$?
-    cat "$out"
-    ok=$(sed -n 's/^\([0-9][0-9]*\) passed, [0-9][0-9]* failed$/\1/p' "$out" | tail -n 1)
-    bad=$(sed -n 's/^[0-9][0-9]* passed, \([0-9][0-9]*\) failed$/\1/p' "$out" | tail -n 1)
-    passed=$((passed + ${ok:-0}))
-    failed=$((failed + ${bad:-0}))
-    [ "$rc" -eq 0 ] || [ "${bad:-0}" -gt 0 ] || failed=$((failed + 1))
+    run_counted exporter "$SUMMARY_OK" "$SUMMARY_BAD" \
+        bash examples/monitoring/test-exporter.sh
 }
 
 mb_install_deps

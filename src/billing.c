@@ -2,28 +2,17 @@
  * billing.c
  *		One billing batch: claim, price, decide, write.
  *
- * A batch runs five statements whatever its size:
+ * claim.c fills the batch: its orgs, their wallets (locked), their messages
+ * (locked) and the order checks.  This file prices and decides, then writes
+ * set-based, whatever the batch's size:
  *
- *	1. claim: lock up to N billable messages with FOR UPDATE SKIP LOCKED, so
- *	   concurrent billers never wait for each other's messages and never
- *	   claim the same one; rows come back sorted by org, then creation time
- *	   and key;
- *	2. lock the wallets of those orgs, also with SKIP LOCKED: an org whose
- *	   wallet another biller holds is left pending for a later batch, which
- *	   keeps one biller per org at a time and makes waits impossible;
- *	3. (only when some wallet was not returned) tell missing wallets from
- *	   busy ones;
- *	4. one UPDATE of the wallets and one INSERT into the ledger, one row per
- *	   org, in a single statement;
- *	5. one UPDATE of the messages from arrays, by ctid.
+ *	1. one UPDATE of the wallets and one INSERT into the ledger, one row per
+ *	   org, in a single statement (with the counters stats() reads);
+ *	2. one UPDATE of the messages from arrays, by ctid.
  *
  * Deciding happens here in C, per org in order: a running sum of costs is
  * compared with balance + overdraft limit, and the first message that does
  * not fit fails the org's later ones too, so billing stays in order.
- *
- * Billers never wait on a row lock (every lock they take is SKIP LOCKED),
- * so they cannot deadlock with each other or with top_up and refund, which
- * do wait.  They take no lock that an INSERT into the messages table needs.
  */
 #include "postgres.h"
 

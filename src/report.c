@@ -24,8 +24,8 @@ PG_FUNCTION_INFO_V1(history);
 PG_FUNCTION_INFO_V1(verify);
 
 /* Set up materialize mode; return the tuplestore to fill. */
-static Tuplestorestate *
-begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
+Tuplestorestate *
+mb_begin_rows(FunctionCallInfo fcinfo, TupleDesc *desc)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext old;
@@ -53,7 +53,7 @@ void
 mb_return_one_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
 {
 	TupleDesc	desc;
-	Tuplestorestate *store = begin_rows(fcinfo, &desc);
+	Tuplestorestate *store = mb_begin_rows(fcinfo, &desc);
 
 	tuplestore_putvalues(store, desc, values, nulls);
 }
@@ -62,11 +62,11 @@ mb_return_one_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
  * Return the rows of SPI_tuptable; the query's columns match the
  * function's result type.
  */
-void
-mb_return_spi_rows(FunctionCallInfo fcinfo)
+static void
+return_spi_rows(FunctionCallInfo fcinfo)
 {
 	TupleDesc	desc;
-	Tuplestorestate *store = begin_rows(fcinfo, &desc);
+	Tuplestorestate *store = mb_begin_rows(fcinfo, &desc);
 	uint64		i;
 
 	for (i = 0; i < SPI_processed; i++)
@@ -83,7 +83,7 @@ return_query(FunctionCallInfo fcinfo, const char *sql, int nargs,
 
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "report query returned %s", SPI_result_code_string(ret));
-	mb_return_spi_rows(fcinfo);
+	return_spi_rows(fcinfo);
 }
 
 /*

@@ -9,9 +9,11 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "utils/tuplestore.h"
 
+extern Tuplestorestate *mb_begin_rows(FunctionCallInfo fcinfo,
+									  TupleDesc *desc);
 extern void mb_return_one_row(FunctionCallInfo fcinfo, Datum *values,
 							  bool *nulls);
-extern void mb_return_spi_rows(FunctionCallInfo fcinfo);
 
 #endif							/* MB_REPORT_H */

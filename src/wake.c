@@ -33,6 +33,7 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "report.h"
 #include "wake.h"
 
 typedef struct MbWorkerSlot
@@ -263,21 +264,10 @@ PG_FUNCTION_INFO_V1(worker_status);
 Datum
 worker_status(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TupleDesc	desc;
-	Tuplestorestate *store;
-	MemoryContext old;
+	Tuplestorestate *store = mb_begin_rows(fcinfo, &desc);
 	int			i;
 
-	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	desc = BlessTupleDesc(CreateTupleDescCopy(desc));
-	store = tuplestore_begin_heap(true, false, work_mem);
-	rsinfo->returnMode = SFRM_Materialize;
-	rsinfo->setResult = store;
-	rsinfo->setDesc = desc;
-	MemoryContextSwitchTo(old);
 	for (i = 0; shared != NULL && i < MB_MAX_DATABASES; i++)
 	{
 		MbWorkerSlot *s = &shared->slots[i];

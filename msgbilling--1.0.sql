@@ -365,8 +365,11 @@ $$;
 -- Instead of the guide's three indexes (billing_status; org_id,
 -- billing_status; charged_at), billing uses partial indexes that hold only
 -- the backlog: they stay small however many messages were ever billed, and
--- a message leaves them when it is billed.  The (org, billing_status) index
--- serves stats() and history() per org.  charged_at gets none: no
+-- a message leaves them when it is billed, and billing a message inserts
+-- into none of them.  No full index on billing_status: every billed message
+-- would add an entry to it.  history() reads an org's messages by the org
+-- column, through the app's own index on it (most apps have one; the
+-- README says which to create otherwise).  charged_at gets none: no
 -- msgbilling query filters on it.
 CREATE FUNCTION msgbilling._create_indexes(rel regclass, key_col name,
                                            org_col name, created_col name)
@@ -383,7 +386,7 @@ DECLARE
     order_cols text := CASE WHEN created_col IS NULL THEN quote_ident(key_col)
                        ELSE format('%I, %I', created_col, key_col) END;
     names name[] := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
-                          base || '_mb_failed', base || '_mb_org_status'];
+                          base || '_mb_failed'];
     old name;
 BEGIN
     -- An earlier attach may have left them (DROP EXTENSION does not touch
@@ -404,8 +407,6 @@ BEGIN
                    names[2], rel, org_col, order_cols);
     EXECUTE format('CREATE INDEX %I ON %s (%I) WHERE billing_status = ''failed''',
                    names[3], rel, org_col);
-    EXECUTE format('CREATE INDEX %I ON %s (%I, billing_status)',
-                   names[4], rel, org_col);
     RETURN (SELECT array_agg(quote_ident(nsp) || '.' || quote_ident(n))
               FROM unnest(names) n);
 END;
@@ -505,6 +506,20 @@ BEGIN
     RAISE NOTICE 'msgbilling attached to table %', messages
         USING DETAIL = format('%s existing messages are marked legacy and will not be billed;'
                               ' %s are pending and will be.', legacy, pending);
+    -- history() reads an org's messages by the org column.  msgbilling adds
+    -- no full index for it (each would take a write per billed message):
+    -- say so when none of the app's indexes starts with that column.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x
+                     JOIN pg_catalog.pg_attribute a
+                       ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+                    WHERE x.indrelid = messages AND x.indpred IS NULL
+                      AND a.attname = org_column) THEN
+        RAISE NOTICE 'no index on table % starts with column %', messages, org_column
+            USING DETAIL = 'msgbilling.history() reads an org''s messages by that column.',
+                  HINT = format('Create one, e.g. CREATE INDEX ON %s (%I, %I).',
+                                messages, org_column,
+                                COALESCE(created_column, pk.col));
+    END IF;
 END;
 $$;
 

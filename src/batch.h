@@ -73,6 +73,7 @@ typedef struct Batch
 	int			nrows;
 	BatchRow   *rows;
 	int64		skipped;		/* peeked messages of busy orgs */
+	int64		looked;			/* rows claimed or skipped */
 } Batch;
 
 /* claim.c */

@@ -22,6 +22,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -93,7 +94,8 @@ mb_totals_init(MbTotals *totals)
 /*
  * Debit every org's wallet and write its one charge entry, returning the
  * entry id per org.  The ids come from the sequence in a CTE so that each
- * org's entry id is known without a second look-up.
+ * org's entry id is known without a second look-up, in the batch's org
+ * order.
  */
 static char *
 charge_wallets_sql(const MbConfig *cfg)
@@ -110,7 +112,8 @@ charge_wallets_sql(const MbConfig *cfg)
 				   " FROM u WHERE c.org_id = u.o"
 				   " RETURNING c.org_id, c.balance, u.amount, u.n, u.ix),"
 				   " e AS (SELECT w.*, pg_catalog.nextval("
-				   "'msgbilling.ledger_id_seq'::pg_catalog.regclass) AS id FROM w),"
+				   "'msgbilling.ledger_id_seq'::pg_catalog.regclass) AS id"
+				   " FROM (SELECT * FROM w ORDER BY w.ix) w),"
 				   " i AS (INSERT INTO msgbilling.ledger"
 				   " (id, org_id, kind, amount, balance_after, message_count)"
 				   " SELECT e.id, e.org_id, 'charge', -e.amount, e.balance, e.n"
@@ -425,10 +428,18 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	Batch		b;
 	Decisions	d;
 	int64		looked = 0;
+	int			guc_level;
 	int			i;
 
 	init_constants();
 	MemoryContextSwitchTo(cxt);
+	/*
+	 * No JIT for the batch statements: their plans are generic and their
+	 * estimates rough, and compiling costs more than a batch's work.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	memset(&b, 0, sizeof(b));
 	b.cfg = cfg;
 	b.mode = mode;
@@ -437,15 +448,14 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	{
 		b.prices = mb_prices_load();
 		for (i = 0; i < b.norgs; i++)
-		{
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
-			looked += b.orgs[i].peeked;
-		}
+		looked = b.looked;
 		charge_wallets(&b);
 		collect_decisions(&b, &d, totals);
 		write_messages(&b, &d);
 		totals->skipped += b.skipped;
 	}
+	AtEOXact_GUC(true, guc_level);
 	MemoryContextSwitchTo(caller);
 	totals->credits = datumCopy(totals->credits, false, -1);
 	MemoryContextDelete(cxt);

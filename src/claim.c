@@ -4,20 +4,31 @@
  *		messages, locked in that order.
  *
  * Lock order, the same for every biller: an org's wallet, then its
- * messages.  A biller
+ * messages.  Wallets and messages are locked with FOR UPDATE SKIP LOCKED:
+ * an org whose wallet another session holds is skipped whole, so one
+ * biller at a time bills an org, and billers never wait for each other.
  *
- *	1. peeks at the first `limit` billable messages (no locks) to learn
- *	   their orgs;
- *	2. locks those orgs' wallets with FOR UPDATE SKIP LOCKED: an org whose
- *	   wallet another session holds is skipped whole, so one biller at a
- *	   time bills an org, and billers never wait for each other;
- *	3. claims the messages of the orgs it holds (and of orgs without a
- *	   wallet, which fail) with FOR UPDATE SKIP LOCKED, oldest first, so
- *	   no one else changes them before the batch commits;
- *	4. checks each org for an older message it could not claim: an older
- *	   insufficient_credits failure (the org is out of credits: charge
- *	   none) or an older pending message held by another session (bill
- *	   none now), so that billing never skips ahead of an unpaid message.
+ * A run (process_all_pending, drain, the worker; all orgs or one) bills
+ * whole runs of an org's messages:
+ *
+ *	1. it peeks at the first `limit` pending messages (no locks) to learn
+ *	   their orgs, in the order of each org's oldest message;
+ *	2. then, org by org in that order, one statement locks the org's wallet
+ *	   and claims the org's oldest pending messages, and stops when the
+ *	   batch is full.  A batch thus touches few orgs: one wallet update and
+ *	   one ledger entry per org per batch, however the orgs' messages are
+ *	   interleaved in the table (billing in message order would touch an
+ *	   org per message or two when orgs are many).
+ *
+ * Given messages (process_message_billing, process_batch_billing, the
+ * trigger) come with the older pending messages of their orgs, which go
+ * first: peek at the given messages' orgs, lock those wallets, claim.
+ *
+ * Either way, each org is then checked for an older message the batch did
+ * not claim: an older insufficient_credits failure (the org is out of
+ * credits: charge none) or an older pending message held by another
+ * session (bill none now), so that billing never skips ahead of an unpaid
+ * message.
  *
  * top_up, refund and the other wallet functions wait for the wallet; the
  * billers never wait at all, so no wait cycle can form.
@@ -105,12 +116,17 @@ claim_filter(const MbConfig *cfg, MbClaimMode mode)
 					cfg->org_col, cfg->org_col, older_sql(cfg, "m", "r"));
 }
 
-/* Peek: the orgs of the first $1 billable messages, with their counts. */
+/*
+ * Peek: the orgs of the first $1 billable messages, with their counts, in
+ * the order of each org's oldest message (the order a run bills them in).
+ */
 static char *
 peek_sql(const MbConfig *cfg, MbClaimMode mode)
 {
-	return psprintf("SELECT s.o, pg_catalog.count(*) FROM (SELECT m.%s AS o"
-					" FROM %s m WHERE %s ORDER BY %s LIMIT $1) s GROUP BY s.o",
+	return psprintf("SELECT s.o, pg_catalog.count(*) FROM (SELECT p.o,"
+					" pg_catalog.row_number() OVER () AS n FROM (SELECT m.%s AS o"
+					" FROM %s m WHERE %s ORDER BY %s LIMIT $1) p) s"
+					" GROUP BY s.o ORDER BY pg_catalog.min(s.n)",
 					cfg->org_col, cfg->relname, mode_filter(cfg, mode),
 					billing_order(cfg, "m"));
 }
@@ -140,8 +156,9 @@ peek_one_sql(const MbConfig *cfg)
 }
 
 /*
- * Claim: lock the first $1 billable messages of the orgs in $3, oldest
- * first; each row comes with the ordinal of its org in $3, sorted by it.
+ * Claim given messages ($2) and their orgs' older pending ones: lock the
+ * billable messages of the orgs in $3, oldest first; each row comes with
+ * the ordinal of its org in $3, sorted by it.
  */
 static char *
 claim_sql(const MbConfig *cfg, MbClaimMode mode)
@@ -149,13 +166,8 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 	StringInfoData s;
 	const char *cr = cfg->created_col ?
 		psprintf("m.%s", cfg->created_col) : "NULL::pg_catalog.timestamptz";
-	/*
-	 * Given messages: only their orgs' rows.  A run scans in billing order
-	 * and drops other orgs' rows in the join below: a filter on a long org
-	 * list would make the planner fetch every pending row of those orgs.
-	 */
-	const char *org_filter = (mode == MB_CLAIM_IDS || mode == MB_CLAIM_ONE) ?
-		psprintf(" AND m.%s OPERATOR(pg_catalog.=) ANY ($3)", cfg->org_col) : "";
+	const char *org_filter = psprintf(" AND m.%s OPERATOR(pg_catalog.=) ANY ($3)",
+									  cfg->org_col);
 
 	initStringInfo(&s);
 	appendStringInfo(&s,
@@ -177,16 +189,41 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 	return s.data;
 }
 
+/*
+ * A run's claim: org by org in the order of $2, lock the wallet (SKIP
+ * LOCKED) and claim the org's oldest pending messages (SKIP LOCKED), until
+ * $1 rows.  The nested loop is forced by LATERAL and the outer LIMIT stops
+ * it: orgs after the batch is full are neither locked nor read.  An org
+ * without a wallet has its messages claimed, to fail them; an org whose
+ * wallet another session holds, or with nothing left to claim, yields one
+ * row with a NULL ctid, which says which of the two it is.
+ */
 static char *
-claim_all_sql(const MbConfig *cfg)
+run_claim_sql(const MbConfig *cfg)
 {
-	return claim_sql(cfg, MB_CLAIM_ALL);
-}
+	const char *cr = cfg->created_col ?
+		psprintf("m.%s", cfg->created_col) : "NULL::pg_catalog.timestamptz";
 
-static char *
-claim_org_sql(const MbConfig *cfg)
-{
-	return claim_sql(cfg, MB_CLAIM_ORG);
+	return psprintf("SELECT r.tid, r.k, r.t::pg_catalog.numeric,"
+					" r.md::pg_catalog.text, r.cr::pg_catalog.timestamptz, r.cr,"
+					" u.ix, true, s.held, s.missing, w.lim"
+					" FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(o, ix)"
+					" LEFT JOIN LATERAL (SELECT c.balance OPERATOR(pg_catalog.+)"
+					" c.overdraft_limit AS lim FROM msgbilling.credits c"
+					" WHERE c.org_id = u.o FOR UPDATE OF c SKIP LOCKED) w ON true"
+					" CROSS JOIN LATERAL (SELECT w.lim IS NOT NULL AS held,"
+					" w.lim IS NULL AND NOT EXISTS (SELECT 1 FROM msgbilling.credits c"
+					" WHERE c.org_id = u.o) AS missing) s"
+					" LEFT JOIN LATERAL (SELECT m.ctid AS tid, m.%s AS k, m.%s AS t,"
+					" %s AS md, %s AS cr FROM %s m"
+					" WHERE m.%s = u.o AND m.billing_status = 'pending'"
+					" AND (s.held OR s.missing)"
+					" ORDER BY %s LIMIT $1 FOR UPDATE OF m SKIP LOCKED) r ON true"
+					" LIMIT $1",
+					cfg->key_col, cfg->tokens_col,
+					cfg->model_col ? psprintf("m.%s", cfg->model_col) :
+					"NULL::pg_catalog.text",
+					cr, cfg->relname, cfg->org_col, billing_order(cfg, "m"));
 }
 
 static char *
@@ -440,36 +477,94 @@ read_rows(Batch *b, SPITupleTable *tt, int n, const int *map)
 	}
 }
 
-/* Step 3: claim the messages of the held orgs and of orgs with no wallet. */
+/* Claim given messages: those of the held orgs and of orgs with no wallet. */
 static void
-claim_rows(Batch *b)
+claim_given(Batch *b)
 {
-	static const MbStmt ids[] = {MB_STMT_CLAIM_ALL, MB_STMT_CLAIM_ORG,
-	MB_STMT_CLAIM_IDS, MB_STMT_CLAIM_ONE};
-	static const MbSqlBuilder builders[] = {claim_all_sql, claim_org_sql,
-	claim_ids_sql, claim_one_sql};
 	Oid			argtypes[3] = {INT8OID, mode_arg_type(b->cfg, b->mode),
 	b->cfg->org_array_type};
 	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
 	int			n;
-	int64		limit = 0;
 	Datum		values[3];
-	char		nulls[3] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' ', ' '};
 	int			i;
 
 	values[2] = org_array(b, WALLET_HELD, map, &n);
 	if (n == 0)
 		return;
-	for (i = 0; i < n; i++)
-		limit += b->orgs[map[i]].peeked;
-	/* given messages come with their orgs' older pending ones, however many */
-	if (b->mode == MB_CLAIM_IDS || b->mode == MB_CLAIM_ONE)
-		limit = PG_INT64_MAX;
-	values[0] = Int64GetDatum(limit);
+	/* they come with their orgs' older pending ones, however many */
+	values[0] = Int64GetDatum(PG_INT64_MAX);
 	values[1] = b->arg;
-	mb_exec_plan(mb_plan(ids[b->mode], builders[b->mode], 3, argtypes),
-				 values, nulls, SPI_OK_SELECT);
+	if (b->mode == MB_CLAIM_IDS)
+		mb_exec_plan(mb_plan(MB_STMT_CLAIM_IDS, claim_ids_sql, 3, argtypes),
+					 values, NULL, SPI_OK_SELECT);
+	else
+		mb_exec_plan(mb_plan(MB_STMT_CLAIM_ONE, claim_one_sql, 3, argtypes),
+					 values, NULL, SPI_OK_SELECT);
 	read_rows(b, SPI_tuptable, (int) SPI_processed, map);
+	for (i = 0; i < b->norgs; i++)
+		b->looked += b->orgs[i].peeked;
+}
+
+/*
+ * Take a run claim's row for org o: the first row of an org tells whether
+ * its wallet is held, missing or busy; a NULL ctid is no message.
+ */
+static bool
+run_row_org(Batch *b, HeapTuple tup, TupleDesc desc, BatchOrg *o)
+{
+	bool		isnull;
+	bool		held = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+	bool		missing = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+
+	if (o->nrows == 0)
+	{
+		o->state = held ? WALLET_HELD : missing ? WALLET_MISSING : WALLET_BUSY;
+		if (held)
+			o->limit = SPI_getbinval(tup, desc, 11, &isnull);
+		if (o->state == WALLET_BUSY)
+			b->skipped += o->peeked;
+	}
+	(void) SPI_getbinval(tup, desc, 1, &isnull);
+	return !isnull;
+}
+
+/*
+ * Claim a run: org by org, in peek order, until the batch holds `limit`
+ * rows (run_claim_sql).  Rows come grouped by org, in the org's order.
+ */
+static void
+claim_run(Batch *b, int64 limit)
+{
+	Oid			argtypes[2] = {INT8OID, b->cfg->org_array_type};
+	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
+	int			n;
+	Datum		values[2];
+	SPITupleTable *tt;
+	uint64		i;
+	uint64		kept = 0;
+	int64		last_ix = 0;
+
+	values[0] = Int64GetDatum(limit);
+	values[1] = org_array(b, -1, map, &n);
+	mb_exec_plan(mb_plan(MB_STMT_CLAIM_RUN, run_claim_sql, 2, argtypes),
+				 values, NULL, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+	/* keep the message rows; the NULL-ctid ones only carry their org's state */
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		ix = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc,
+													 7, &isnull));
+
+		if (ix < last_ix)
+			elog(ERROR, "msgbilling run claim returned org %ld after org %ld",
+				 (long) ix, (long) last_ix);
+		last_ix = ix;
+		if (run_row_org(b, tt->vals[i], tt->tupdesc, &b->orgs[map[ix - 1]]))
+			tt->vals[kept++] = tt->vals[i];
+	}
+	read_rows(b, tt, (int) kept, map);
+	b->looked = b->nrows + b->skipped;
 }
 
 /* Step 4: mark orgs with an older unpaid or unclaimed message. */
@@ -550,8 +645,13 @@ mb_claim(Batch *b, int64 limit, Datum zero)
 		return false;
 	for (i = 0; i < b->norgs; i++)
 		b->orgs[i].charge = zero;
-	lock_wallets(b);
-	claim_rows(b);
+	if (b->mode == MB_CLAIM_ALL || b->mode == MB_CLAIM_ORG)
+		claim_run(b, limit);
+	else
+	{
+		lock_wallets(b);
+		claim_given(b);
+	}
 	if (b->nrows > 0)
 		check_order(b);
 	return true;

@@ -246,7 +246,15 @@ mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
 	if (plans[id] == NULL)
 	{
 		char	   *sql = build(cached);
-		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		/*
+		 * Generic plans from the first execution: the batch statements'
+		 * costs hang on array and limit parameters, and custom plans for
+		 * 10,000-element arrays chose a hash join over the whole messages
+		 * table where a nested loop by ctid touches only the batch.
+		 */
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+											  CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",

@@ -473,7 +473,17 @@ SELECT msgbilling.attach('guide_done');
 SELECT id, billing_status, cost_credits FROM guide_done ORDER BY id;
 SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok;
 SELECT msgbilling.detach('guide_done', drop_columns => true, force => true);
-DROP TABLE has_status, odd_status, guide_done;
+-- An app index that starts with the org column serves history(): no
+-- NOTICE about it.  A partial one, or one led by another column, does not.
+CREATE TABLE org_indexed (id bigint PRIMARY KEY, org_id uuid, tokens_used integer);
+CREATE INDEX ON org_indexed (id, org_id);
+CREATE INDEX ON org_indexed (org_id) WHERE tokens_used > 0;
+SELECT msgbilling.attach('org_indexed');
+SELECT msgbilling.detach('org_indexed');
+CREATE INDEX ON org_indexed (org_id, id);
+SELECT msgbilling.attach('org_indexed');
+SELECT msgbilling.detach('org_indexed', drop_columns => true);
+DROP TABLE has_status, odd_status, guide_done, org_indexed;
 DROP EXTENSION msgbilling;
 
 DROP TABLE messages;

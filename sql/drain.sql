@@ -71,6 +71,22 @@ INSERT INTO messages SELECT 100 + i, :a::uuid, 1, '2024-03-01'::timestamptz + i 
 SET msgbilling.drain_progress = 1;
 CALL msgbilling.drain(2, :a);
 RESET msgbilling.drain_progress;
+-- A run bills org by org, the org with the oldest message first: with d's
+-- and e's messages interleaved (d's first), a batch of 4 takes d's three
+-- and e's oldest, in two charge entries; e's other two come next, in one.
+\set d '\'dddddddd-0000-0000-0000-000000000000\''
+\set e '\'eeeeeeee-0000-0000-0000-000000000000\''
+SELECT msgbilling.top_up(:d, 10), msgbilling.top_up(:e, 10);
+INSERT INTO messages
+SELECT 30 + i, CASE WHEN i % 2 = 0 THEN :d::uuid ELSE :e::uuid END, 1,
+       '2024-04-01'::timestamptz + i * interval '1 s'
+  FROM generate_series(0, 5) i;
+SELECT * FROM msgbilling.process_all_pending(max_messages => 4);
+SELECT id, org_id = :d AS of_d, billing_status FROM messages
+ WHERE id BETWEEN 30 AND 35 ORDER BY id;
+SELECT * FROM msgbilling.process_all_pending();
+SELECT org_id = :d AS of_d, message_count FROM msgbilling.ledger
+ WHERE kind = 'charge' AND org_id IN (:d, :e) ORDER BY id;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

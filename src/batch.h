@@ -51,7 +51,7 @@ typedef struct BatchRow
 	ItemPointerData tid;		/* where the locked row is */
 	Datum		key;
 	bool		tokens_null;
-	Datum		tokens;			/* numeric */
+	int64		tokens;			/* the column is an integer type */
 	char	   *model;			/* NULL: none */
 	bool		created_null;
 	TimestampTz created;		/* for pricing */
@@ -60,6 +60,7 @@ typedef struct BatchRow
 	RowOutcome	outcome;
 	const char *reason;			/* failure reason */
 	Datum		cost;			/* numeric, valid when charged */
+	int64		ledger_id;		/* its org's charge entry, when charged */
 } BatchRow;
 
 typedef struct Batch

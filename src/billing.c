@@ -36,11 +36,12 @@
 /* Largest cost numeric(10,6) holds, plus one millionth. */
 #define MB_COST_LIMIT "10000"
 /* Tokens above this are not a real message. */
-#define MB_TOKENS_LIMIT "1000000000000000"
+#define MB_TOKENS_LIMIT INT64CONST(1000000000000000)
 
 static Datum cost_limit;
-static Datum tokens_limit;
 static Datum numeric_zero;
+static Datum status_charged;	/* text */
+static Datum status_failed;
 
 /* Numeric constants, built once in TopMemoryContext. */
 static void
@@ -54,14 +55,12 @@ init_constants(void)
 	cost_limit = DirectFunctionCall3(numeric_in, CStringGetDatum(MB_COST_LIMIT),
 									 ObjectIdGetDatum(InvalidOid),
 									 Int32GetDatum(-1));
-	tokens_limit = DirectFunctionCall3(numeric_in,
-									   CStringGetDatum(MB_TOKENS_LIMIT),
-									   ObjectIdGetDatum(InvalidOid),
-									   Int32GetDatum(-1));
 	/* zero with the scale of a cost, so that totals print alike */
 	numeric_zero = DirectFunctionCall3(numeric_in, CStringGetDatum("0.000000"),
 									   ObjectIdGetDatum(InvalidOid),
 									   Int32GetDatum(-1));
+	status_charged = CStringGetTextDatum(MB_CHARGED);
+	status_failed = CStringGetTextDatum(MB_FAILED);
 	MemoryContextSwitchTo(old);
 }
 
@@ -143,17 +142,11 @@ write_messages_sql(const MbConfig *cfg)
  * ---------------------------------------------------------------------
  */
 
-/* Whether a token count is a whole number from 0 to MB_TOKENS_LIMIT. */
+/* Whether a token count is from 0 to MB_TOKENS_LIMIT. */
 static bool
 valid_tokens(const BatchRow *r)
 {
-	Datum		whole;
-
-	if (r->tokens_null || num_cmp(r->tokens, numeric_zero) < 0 ||
-		num_cmp(r->tokens, tokens_limit) > 0)
-		return false;
-	whole = DirectFunctionCall2(numeric_trunc, r->tokens, Int32GetDatum(0));
-	return num_cmp(whole, r->tokens) == 0;
+	return !r->tokens_null && r->tokens >= 0 && r->tokens <= MB_TOKENS_LIMIT;
 }
 
 /*
@@ -164,15 +157,16 @@ static const char *
 price_row(const Batch *b, BatchRow *r, TimestampTz now)
 {
 	Datum		price;
+	Datum		tokens;
 
 	if (!valid_tokens(r))
 		return "invalid_tokens";
 	if (!mb_price_at(b->prices, r->model, r->created_null ? now : r->created,
 					 &price))
 		return "no_price";
+	tokens = NumericGetDatum(int64_to_numeric(r->tokens));
 	r->cost = DirectFunctionCall2(numeric_round,
-								  DirectFunctionCall2(numeric_mul, r->tokens,
-													  price),
+								  DirectFunctionCall2(numeric_mul, tokens, price),
 								  Int32GetDatum(6));
 	if (num_cmp(r->cost, cost_limit) >= 0)
 		return "cost_out_of_range";
@@ -299,21 +293,28 @@ typedef struct Decisions
 	bool	   *ledger_nulls;
 } Decisions;
 
-/* Collect the decided messages of the batch, and add them to totals. */
+static int
+cmp_row_tid(const void *a, const void *b)
+{
+	const BatchRow *ra = *(BatchRow *const *) a;
+	const BatchRow *rb = *(BatchRow *const *) b;
+
+	return ItemPointerCompare((ItemPointer) &ra->tid, (ItemPointer) &rb->tid);
+}
+
+/*
+ * Collect the decided messages of the batch, and add them to totals.  They
+ * go in ctid order: a run's batch holds whole orgs, whose messages lie all
+ * over the table, and updating them in the table's order visits each page
+ * once and adds the key index entries of the new row versions in order.
+ */
 static void
 collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 {
 	int			cap = Max(b->nrows, 1);
+	BatchRow  **decided = palloc(sizeof(BatchRow *) * cap);
 	int			i;
 
-	d->tids = palloc(sizeof(Datum) * cap);
-	d->statuses = palloc(sizeof(Datum) * cap);
-	d->costs = palloc(sizeof(Datum) * cap);
-	d->cost_nulls = palloc(sizeof(bool) * cap);
-	d->reasons = palloc(sizeof(Datum) * cap);
-	d->reason_nulls = palloc(sizeof(bool) * cap);
-	d->ledger_ids = palloc(sizeof(Datum) * cap);
-	d->ledger_nulls = palloc(sizeof(bool) * cap);
 	d->n = 0;
 	for (i = 0; i < b->norgs; i++)
 	{
@@ -322,10 +323,8 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 
 		for (j = o->first; j < o->first + o->nrows; j++)
 		{
-			const BatchRow *r = &b->rows[j];
+			BatchRow   *r = &b->rows[j];
 			bool		charged = r->outcome == ROW_CHARGED;
-			const char *status = charged ? MB_CHARGED : MB_FAILED;
-			int			k = d->n;
 
 			if (r->outcome == ROW_PENDING)
 			{
@@ -337,25 +336,41 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 			if (r->requested)
 			{
 				totals->requested++;
-				totals->last_status = status;
+				totals->last_status = charged ? MB_CHARGED : MB_FAILED;
 			}
-			d->tids[k] = PointerGetDatum(&r->tid);
-			d->statuses[k] = CStringGetTextDatum(status);
-			d->costs[k] = charged ? r->cost : (Datum) 0;
-			d->cost_nulls[k] = !charged;
-			d->reasons[k] = charged ? (Datum) 0 : CStringGetTextDatum(r->reason);
-			d->reason_nulls[k] = charged;
-			d->ledger_ids[k] = charged ? Int64GetDatum(o->ledger_id) : (Datum) 0;
-			d->ledger_nulls[k] = !charged;
-			d->n++;
+			r->ledger_id = o->ledger_id;
+			decided[d->n++] = r;
 			if (charged)
-			{
 				totals->charged++;
-				totals->credits = num_add(totals->credits, r->cost);
-			}
 			else
 				totals->failed++;
 		}
+		if (o->ncharged > 0)
+			totals->credits = num_add(totals->credits, o->charge);
+	}
+	qsort(decided, d->n, sizeof(BatchRow *), cmp_row_tid);
+
+	d->tids = palloc(sizeof(Datum) * cap);
+	d->statuses = palloc(sizeof(Datum) * cap);
+	d->costs = palloc(sizeof(Datum) * cap);
+	d->cost_nulls = palloc(sizeof(bool) * cap);
+	d->reasons = palloc(sizeof(Datum) * cap);
+	d->reason_nulls = palloc(sizeof(bool) * cap);
+	d->ledger_ids = palloc(sizeof(Datum) * cap);
+	d->ledger_nulls = palloc(sizeof(bool) * cap);
+	for (i = 0; i < d->n; i++)
+	{
+		const BatchRow *r = decided[i];
+		bool		charged = r->outcome == ROW_CHARGED;
+
+		d->tids[i] = PointerGetDatum(&r->tid);
+		d->statuses[i] = charged ? status_charged : status_failed;
+		d->costs[i] = charged ? r->cost : (Datum) 0;
+		d->cost_nulls[i] = !charged;
+		d->reasons[i] = charged ? (Datum) 0 : CStringGetTextDatum(r->reason);
+		d->reason_nulls[i] = charged;
+		d->ledger_ids[i] = charged ? Int64GetDatum(r->ledger_id) : (Datum) 0;
+		d->ledger_nulls[i] = !charged;
 	}
 }
 
@@ -412,7 +427,8 @@ write_messages(const Batch *b, Decisions *d)
  * Bill one batch of at most limit messages claimed by mode (arg is the org
  * id, the key array or the key).  Adds to totals; returns how many messages
  * the batch looked at (billed or skipped), so that callers can stop when a
- * batch finds fewer than it asked for.
+ * batch finds none.  A run's batch may hold fewer than limit while more
+ * are pending: it fills from the orgs of the first messages it peeks at.
  *
  * Memory: everything is allocated in a context of its own, deleted at the
  * end, so a long run of batches does not grow; totals->credits is copied

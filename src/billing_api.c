@@ -191,7 +191,7 @@ bill_pending(FunctionCallInfo fcinfo, int64 max, MbTotals *t)
 		int64		claimed = mb_bill_batch(cfg, mode, org, limit, t);
 
 		max -= claimed;
-		if (claimed < limit || max <= 0 || t->skipped > skipped_before)
+		if (claimed == 0 || max <= 0 || t->skipped > skipped_before)
 			break;
 	}
 }
@@ -339,7 +339,7 @@ drain(PG_FUNCTION_ARGS)
 			SPI_start_transaction();
 #endif
 		}
-	} while (claimed == batch_size && t.skipped == skipped_before);
+	} while (claimed > 0 && t.skipped == skipped_before);
 	log_totals("drain", &t, start);
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -174,8 +174,8 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 					 "WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o,"
 					 " m.%s AS t, %s AS md, %s AS cr, %s AS req FROM %s m"
 					 " WHERE %s%s"
-					 " ORDER BY %s LIMIT $1 FOR UPDATE OF m SKIP LOCKED)"
-					 " SELECT c.tid, c.k, c.t::pg_catalog.numeric,"
+					 " ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED)"
+					 " SELECT c.tid, c.k, c.t::pg_catalog.int8,"
 					 " c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
 					 " c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
 					 " WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
@@ -204,7 +204,7 @@ run_claim_sql(const MbConfig *cfg)
 	const char *cr = cfg->created_col ?
 		psprintf("m.%s", cfg->created_col) : "NULL::pg_catalog.timestamptz";
 
-	return psprintf("SELECT r.tid, r.k, r.t::pg_catalog.numeric,"
+	return psprintf("SELECT r.tid, r.k, r.t::pg_catalog.int8,"
 					" r.md::pg_catalog.text, r.cr::pg_catalog.timestamptz, r.cr,"
 					" u.ix, true, s.held, s.missing, w.lim"
 					" FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(o, ix)"
@@ -218,7 +218,7 @@ run_claim_sql(const MbConfig *cfg)
 					" %s AS md, %s AS cr FROM %s m"
 					" WHERE m.%s = u.o AND m.billing_status = 'pending'"
 					" AND (s.held OR s.missing)"
-					" ORDER BY %s LIMIT $1 FOR UPDATE OF m SKIP LOCKED) r ON true"
+					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED) r ON true"
 					" LIMIT $1",
 					cfg->key_col, cfg->tokens_col,
 					cfg->model_col ? psprintf("m.%s", cfg->model_col) :
@@ -342,6 +342,13 @@ mode_arg_type(const MbConfig *cfg, MbClaimMode mode)
 	}
 }
 
+/*
+ * How many pending messages a run peeks at for their orgs.  A batch fills
+ * from whole orgs, so it needs few of them, and peeking costs per message
+ * peeked: with orgs of one message each, a batch bills at most this many.
+ */
+#define MB_RUN_PEEK 1000
+
 /* Step 1: the orgs of the first `limit` billable messages. */
 static void
 peek(Batch *b, int64 limit)
@@ -351,7 +358,9 @@ peek(Batch *b, int64 limit)
 	static const MbSqlBuilder builders[] = {peek_all_sql, peek_org_sql,
 	peek_ids_sql, peek_one_sql};
 	Oid			argtypes[2] = {INT8OID, mode_arg_type(b->cfg, b->mode)};
-	Datum		values[2] = {Int64GetDatum(limit), b->arg};
+	bool		run = b->mode == MB_CLAIM_ALL || b->mode == MB_CLAIM_ORG;
+	Datum		values[2] = {Int64GetDatum(run ? Min(limit, MB_RUN_PEEK) : limit),
+	b->arg};
 	char		nulls[2] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' '};
 	uint64		i;
 
@@ -464,7 +473,8 @@ read_rows(Batch *b, SPITupleTable *tt, int n, const int *map)
 		r->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, tt->tupdesc,
 															  1, &isnull));
 		r->key = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
-		r->tokens = SPI_getbinval(tup, tt->tupdesc, 3, &r->tokens_null);
+		r->tokens = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 3,
+												&r->tokens_null));
 		r->model = SPI_getvalue(tup, tt->tupdesc, 4);
 		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 5,
 													   &r->created_null));

@@ -302,7 +302,7 @@ drain_cycle(int slot)
 					 "msgbilling is not installed in this database; idle" :
 					 state == CYCLE_NOT_ATTACHED ?
 					 "no table is attached to msgbilling; idle" : NULL);
-		if (state != CYCLE_BILLED || claimed < mb_batch_size || skipped > 0)
+		if (state != CYCLE_BILLED || claimed == 0 || skipped > 0)
 			return mb_naptime_ms;
 	}
 }

@@ -156,7 +156,8 @@ done
 
 # ---- W5: stats() on a large table --------------------------------------------
 echo "== W5: stats() on $W5_N messages"
-make_template t_w5 mb "$W5_N" "$ORGS"
+psql_q -d postgres -c "DROP DATABASE IF EXISTS t_w5" -c "CREATE DATABASE t_w5"
+psql_q -d t_w5 -v n="$W5_N" -v orgs="$ORGS" -f "$B/sql/w5_data.sql" >/dev/null
 fresh t_w5
 # best of three, all orgs (the workload) and one org (for reference)
 w5=$(psql_v -d run -c "SELECT msgbilling.stats()" -c "\\timing on" \

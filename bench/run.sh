@@ -212,6 +212,12 @@ BEGIN
     END LOOP;
 END \$\$;
 EOF
+# the worker for w4 failed to connect while w4 did not exist and comes back
+# within a minute (bgw_restart_time): measure once it is connected
+for _ in $(seq 1 90); do
+    [ "$(psql_v -d w4 -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'w4' AND backend_type = 'msgbilling worker'")" = 1 ] && break
+    sleep 1
+done
 sleep 1
 psql_q -d w4 -c "CALL w4_insert($W4_SAMPLES)"
 sleep 2

@@ -349,7 +349,7 @@ mode_arg_type(const MbConfig *cfg, MbClaimMode mode)
  */
 #define MB_RUN_PEEK 1000
 
-/* Step 1: the orgs of the first `limit` billable messages. */
+/* Peek: the orgs of the first billable messages (at most limit). */
 static void
 peek(Batch *b, int64 limit)
 {
@@ -422,7 +422,7 @@ classify_unlocked(Batch *b, Datum orgs)
 	}
 }
 
-/* Step 2: lock the wallets; record each held org's spending limit. */
+/* Given messages: lock their orgs' wallets, with each one's spending limit. */
 static void
 lock_wallets(Batch *b)
 {
@@ -577,7 +577,7 @@ claim_run(Batch *b, int64 limit)
 	b->looked = b->nrows + b->skipped;
 }
 
-/* Step 4: mark orgs with an older unpaid or unclaimed message. */
+/* Order checks: mark orgs with an older unpaid or unclaimed message. */
 static void
 check_order(Batch *b)
 {

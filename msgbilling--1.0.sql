@@ -509,11 +509,12 @@ BEGIN
     -- history() reads an org's messages by the org column.  msgbilling adds
     -- no full index for it (each would take a write per billed message):
     -- say so when none of the app's indexes starts with that column.
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x
-                     JOIN pg_catalog.pg_attribute a
-                       ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
-                    WHERE x.indrelid = messages AND x.indpred IS NULL
-                      AND a.attname = org_column) THEN
+    PERFORM FROM pg_catalog.pg_index x
+               JOIN pg_catalog.pg_attribute a
+                 ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+     WHERE x.indrelid = messages AND x.indpred IS NULL
+       AND a.attname = org_column;
+    IF NOT FOUND THEN
         RAISE NOTICE 'no index on table % starts with column %', messages, org_column
             USING DETAIL = 'msgbilling.history() reads an org''s messages by that column.',
                   HINT = format('Create one, e.g. CREATE INDEX ON %s (%I, %I).',

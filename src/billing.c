@@ -18,7 +18,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
+#include "jit/jit.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -43,7 +43,7 @@ static Datum numeric_zero;
 static Datum status_charged;	/* text */
 static Datum status_failed;
 
-/* Numeric constants, built once in TopMemoryContext. */
+/* Constants (numeric limits, status texts), built once in TopMemoryContext. */
 static void
 init_constants(void)
 {
@@ -454,8 +454,9 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	 * estimates rough, and compiling costs more than a batch's work.
 	 */
 	guc_level = NewGUCNestLevel();
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	if (jit_enabled)
+		(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	memset(&b, 0, sizeof(b));
 	b.cfg = cfg;
 	b.mode = mode;

@@ -37,7 +37,6 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -86,34 +85,43 @@ older_sql(const MbConfig *cfg, const char *a, const char *b)
 	return psprintf("%s.%s < %s.%s", a, cfg->key_col, b, cfg->key_col);
 }
 
-/* Whether message m is one the caller asked for ($2), by mode. */
+/* Whether message a is one the caller asked for ($2), given ids or one. */
 static char *
-requested_sql(const MbConfig *cfg, MbClaimMode mode)
+requested_sql(const MbConfig *cfg, MbClaimMode mode, const char *a)
 {
 	if (mode == MB_CLAIM_IDS)
-		return psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)", cfg->key_col);
-	if (mode == MB_CLAIM_ONE)
-		return psprintf("m.%s = $2", cfg->key_col);
-	return pstrdup("true");
+		return psprintf("%s.%s OPERATOR(pg_catalog.=) ANY ($2)", a, cfg->key_col);
+	return psprintf("%s.%s = $2", a, cfg->key_col);
 }
 
 /*
- * What a claim takes in a mode.  Asked for given messages, it also takes
- * the older pending messages of their orgs: billing stays in order, so
- * they go first.
+ * What a claim of given messages takes: those messages, and the older
+ * pending messages of their orgs (billing stays in order, so they go
+ * first).
  */
 static char *
 claim_filter(const MbConfig *cfg, MbClaimMode mode)
 {
-	if (mode != MB_CLAIM_IDS && mode != MB_CLAIM_ONE)
-		return mode_filter(cfg, mode);
 	return psprintf("((%s) OR (m.billing_status = 'pending' AND EXISTS"
 					" (SELECT 1 FROM %s r WHERE %s AND r.%s = m.%s AND %s)))",
 					mode_filter(cfg, mode), cfg->relname,
-					psprintf(mode == MB_CLAIM_IDS ?
-							 "r.%s OPERATOR(pg_catalog.=) ANY ($2)" : "r.%s = $2",
-							 cfg->key_col),
+					requested_sql(cfg, mode, "r"),
 					cfg->org_col, cfg->org_col, older_sql(cfg, "m", "r"));
+}
+
+/* The model and creation time of message m, NULL when not attached. */
+static const char *
+model_expr(const MbConfig *cfg)
+{
+	return cfg->model_col ? psprintf("m.%s", cfg->model_col) :
+		"NULL::pg_catalog.text";
+}
+
+static const char *
+created_expr(const MbConfig *cfg)
+{
+	return cfg->created_col ? psprintf("m.%s", cfg->created_col) :
+		"NULL::pg_catalog.timestamptz";
 }
 
 /*
@@ -163,30 +171,20 @@ peek_one_sql(const MbConfig *cfg)
 static char *
 claim_sql(const MbConfig *cfg, MbClaimMode mode)
 {
-	StringInfoData s;
-	const char *cr = cfg->created_col ?
-		psprintf("m.%s", cfg->created_col) : "NULL::pg_catalog.timestamptz";
-	const char *org_filter = psprintf(" AND m.%s OPERATOR(pg_catalog.=) ANY ($3)",
-									  cfg->org_col);
-
-	initStringInfo(&s);
-	appendStringInfo(&s,
-					 "WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o,"
-					 " m.%s AS t, %s AS md, %s AS cr, %s AS req FROM %s m"
-					 " WHERE %s%s"
-					 " ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED)"
-					 " SELECT c.tid, c.k, c.t::pg_catalog.int8,"
-					 " c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
-					 " c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
-					 " WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
-					 " ORDER BY u.ix, c.cr, c.k",
-					 cfg->key_col, cfg->org_col, cfg->tokens_col,
-					 cfg->model_col ? psprintf("m.%s", cfg->model_col) :
-					 "NULL::pg_catalog.text",
-					 cr, requested_sql(cfg, mode), cfg->relname,
-					 claim_filter(cfg, mode), org_filter,
-					 billing_order(cfg, "m"));
-	return s.data;
+	return psprintf("WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o,"
+					" m.%s AS t, %s AS md, %s AS cr, %s AS req FROM %s m"
+					" WHERE %s AND m.%s OPERATOR(pg_catalog.=) ANY ($3)"
+					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED)"
+					" SELECT c.tid, c.k, c.t::pg_catalog.int8,"
+					" c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
+					" c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
+					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
+					" ORDER BY u.ix, c.cr, c.k",
+					cfg->key_col, cfg->org_col, cfg->tokens_col,
+					model_expr(cfg), created_expr(cfg),
+					requested_sql(cfg, mode, "m"), cfg->relname,
+					claim_filter(cfg, mode), cfg->org_col,
+					billing_order(cfg, "m"));
 }
 
 /*
@@ -201,9 +199,6 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 static char *
 run_claim_sql(const MbConfig *cfg)
 {
-	const char *cr = cfg->created_col ?
-		psprintf("m.%s", cfg->created_col) : "NULL::pg_catalog.timestamptz";
-
 	return psprintf("SELECT r.tid, r.k, r.t::pg_catalog.int8,"
 					" r.md::pg_catalog.text, r.cr::pg_catalog.timestamptz, r.cr,"
 					" u.ix, true, s.held, s.missing, w.lim"
@@ -220,10 +215,9 @@ run_claim_sql(const MbConfig *cfg)
 					" AND (s.held OR s.missing)"
 					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED) r ON true"
 					" LIMIT $1",
-					cfg->key_col, cfg->tokens_col,
-					cfg->model_col ? psprintf("m.%s", cfg->model_col) :
-					"NULL::pg_catalog.text",
-					cr, cfg->relname, cfg->org_col, billing_order(cfg, "m"));
+					cfg->key_col, cfg->tokens_col, model_expr(cfg),
+					created_expr(cfg), cfg->relname, cfg->org_col,
+					billing_order(cfg, "m"));
 }
 
 static char *
@@ -523,6 +517,7 @@ static bool
 run_row_org(Batch *b, HeapTuple tup, TupleDesc desc, BatchOrg *o)
 {
 	bool		isnull;
+	bool		no_message;
 	bool		held = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	bool		missing = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 
@@ -534,8 +529,8 @@ run_row_org(Batch *b, HeapTuple tup, TupleDesc desc, BatchOrg *o)
 		if (o->state == WALLET_BUSY)
 			b->skipped += o->peeked;
 	}
-	(void) SPI_getbinval(tup, desc, 1, &isnull);
-	return !isnull;
+	(void) SPI_getbinval(tup, desc, 1, &no_message);
+	return !no_message;
 }
 
 /*
@@ -596,7 +591,8 @@ check_order(Batch *b)
 	int			i;
 	uint64		j;
 
-	for (i = 0; i < b->nrows; i++)
+	/* a run's check needs no keys: it counts (order_check_run_sql) */
+	for (i = 0; by_ids && i < b->nrows; i++)
 		keys[i] = b->rows[i].key;
 	for (i = 0; i < b->norgs; i++)
 	{

@@ -16,11 +16,5 @@ INSERT INTO credits SELECT md5(o::text)::uuid, 1000000 FROM generate_series(1, :
 INSERT INTO ledger (org_id, kind, amount, balance_after, message_count)
 SELECT org_id, 'top_up', balance, balance, 0 FROM credits;
 \endif
-INSERT INTO messages (org_id, content, model, tokens_used, created_at)
-SELECT md5((1 + (i::bigint * 7919) % :orgs)::text)::uuid,
-       'message ' || i,
-       (ARRAY['gpt-4o', 'gpt-4o-mini', 'llama'])[1 + i % 3],
-       50 + (i::bigint * 31) % 4000,
-       '2024-01-01'::timestamptz + i * interval '1 ms'
-  FROM generate_series(1, :n) i;
+\ir insert_messages.sql
 VACUUM ANALYZE;

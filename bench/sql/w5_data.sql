@@ -3,19 +3,8 @@
 -- messages, half of them billed: stats() on a large table with an
 -- ordinary backlog.
 \set ON_ERROR_STOP on
-CREATE TABLE messages (
-    id bigserial PRIMARY KEY,
-    org_id uuid NOT NULL,
-    content text,
-    model text,
-    tokens_used integer,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO messages (org_id, content, model, tokens_used, created_at)
-SELECT md5((1 + (i::bigint * 7919) % :orgs)::text)::uuid, 'message ' || i,
-       (ARRAY['gpt-4o', 'gpt-4o-mini', 'llama'])[1 + i % 3],
-       50 + (i::bigint * 31) % 4000, '2023-01-01'::timestamptz + i * interval '1 ms'
-  FROM generate_series(1, :n) i;
+\ir app_table.sql
+\ir insert_messages.sql
 CREATE EXTENSION msgbilling;
 SET client_min_messages = warning;
 SELECT msgbilling.attach('messages', model_column => 'model',

@@ -25,7 +25,7 @@ typedef enum WalletState
 typedef struct BatchOrg
 {
 	Datum		org;			/* org id */
-	int64		peeked;			/* its messages among the first `limit` */
+	int64		peeked;			/* its messages among those peeked at */
 	WalletState state;
 	int			first;			/* its first row in rows[] */
 	int			nrows;
@@ -74,7 +74,6 @@ typedef struct Batch
 	int			nrows;
 	BatchRow   *rows;
 	int64		skipped;		/* peeked messages of busy orgs */
-	int64		looked;			/* rows claimed or skipped */
 } Batch;
 
 /* claim.c */

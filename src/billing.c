@@ -19,17 +19,16 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "jit/jit.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "batch.h"
 #include "billing.h"
+#include "convert.h"
 #include "msgbilling.h"
 #include "prices.h"
 
@@ -186,7 +185,9 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 	bool		exhausted = o->exhausted;
 	int			i;
 
-	if (o->state == WALLET_BUSY || o->blocked)
+	/* an org whose wallet is busy has no rows: nothing of it was claimed */
+	Assert(o->state != WALLET_BUSY || o->nrows == 0);
+	if (o->blocked)
 		return;
 	for (i = o->first; i < o->first + o->nrows; i++)
 	{
@@ -231,9 +232,6 @@ charge_wallets(Batch *b)
 	Datum	   *counts = palloc(sizeof(Datum) * b->norgs);
 	Datum	   *ixs = palloc(sizeof(Datum) * b->norgs);
 	Datum		values[4];
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
 	int			n = 0;
 	int			i;
 	uint64		j;
@@ -250,15 +248,10 @@ charge_wallets(Batch *b)
 	}
 	if (n == 0)
 		return;
-	get_typlenbyvalalign(b->cfg->org_type, &typlen, &typbyval, &typalign);
-	values[0] = PointerGetDatum(construct_array(orgs, n, b->cfg->org_type,
-												typlen, typbyval, typalign));
-	values[1] = PointerGetDatum(construct_array(amounts, n, NUMERICOID,
-												-1, false, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(counts, n, INT4OID,
-												4, true, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(ixs, n, INT4OID,
-												4, true, TYPALIGN_INT));
+	values[0] = mb_array(orgs, NULL, n, b->cfg->org_type);
+	values[1] = mb_array(amounts, NULL, n, NUMERICOID);
+	values[2] = mb_array(counts, NULL, n, INT4OID);
+	values[3] = mb_array(ixs, NULL, n, INT4OID);
 	mb_exec_plan(mb_plan(MB_STMT_CHARGE_WALLETS, charge_wallets_sql,
 						 4, argtypes),
 				 values, NULL, SPI_OK_SELECT);
@@ -285,12 +278,11 @@ typedef struct Decisions
 	int			n;
 	Datum	   *tids;
 	Datum	   *statuses;
-	Datum	   *costs;
-	bool	   *cost_nulls;
-	Datum	   *reasons;
-	bool	   *reason_nulls;
-	Datum	   *ledger_ids;
-	bool	   *ledger_nulls;
+	Datum	   *costs;			/* NULL unless charged */
+	Datum	   *reasons;		/* NULL when charged */
+	Datum	   *ledger_ids;		/* NULL unless charged */
+	bool	   *charged;		/* the NULL flags of reasons */
+	bool	   *uncharged;		/* the NULL flags of costs and ledger ids */
 } Decisions;
 
 static int
@@ -353,11 +345,10 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 	d->tids = palloc(sizeof(Datum) * cap);
 	d->statuses = palloc(sizeof(Datum) * cap);
 	d->costs = palloc(sizeof(Datum) * cap);
-	d->cost_nulls = palloc(sizeof(bool) * cap);
 	d->reasons = palloc(sizeof(Datum) * cap);
-	d->reason_nulls = palloc(sizeof(bool) * cap);
 	d->ledger_ids = palloc(sizeof(Datum) * cap);
-	d->ledger_nulls = palloc(sizeof(bool) * cap);
+	d->charged = palloc(sizeof(bool) * cap);
+	d->uncharged = palloc(sizeof(bool) * cap);
 	for (i = 0; i < d->n; i++)
 	{
 		const BatchRow *r = decided[i];
@@ -366,28 +357,11 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 		d->tids[i] = PointerGetDatum(&r->tid);
 		d->statuses[i] = charged ? status_charged : status_failed;
 		d->costs[i] = charged ? r->cost : (Datum) 0;
-		d->cost_nulls[i] = !charged;
 		d->reasons[i] = charged ? (Datum) 0 : CStringGetTextDatum(r->reason);
-		d->reason_nulls[i] = charged;
 		d->ledger_ids[i] = charged ? Int64GetDatum(r->ledger_id) : (Datum) 0;
-		d->ledger_nulls[i] = !charged;
+		d->charged[i] = charged;
+		d->uncharged[i] = !charged;
 	}
-}
-
-/* A one-dimensional array with NULLs. */
-static Datum
-array_with_nulls(Datum *elems, bool *nulls, int n, Oid type)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			lbs[1] = {1};
-
-	if (n == 0)
-		return PointerGetDatum(construct_empty_array(type));
-	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, &n, lbs, type,
-											  typlen, typbyval, typalign));
 }
 
 /*
@@ -401,15 +375,14 @@ write_messages(const Batch *b, Decisions *d)
 	Oid			argtypes[5] = {TIDARRAYOID, TEXTARRAYOID,
 	NUMERICARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
 	Datum		values[5];
-	bool	   *nonulls = palloc0(sizeof(bool) * Max(d->n, 1));
 
 	if (d->n == 0)
 		return;
-	values[0] = array_with_nulls(d->tids, nonulls, d->n, TIDOID);
-	values[1] = array_with_nulls(d->statuses, nonulls, d->n, TEXTOID);
-	values[2] = array_with_nulls(d->costs, d->cost_nulls, d->n, NUMERICOID);
-	values[3] = array_with_nulls(d->reasons, d->reason_nulls, d->n, TEXTOID);
-	values[4] = array_with_nulls(d->ledger_ids, d->ledger_nulls, d->n, INT8OID);
+	values[0] = mb_array(d->tids, NULL, d->n, TIDOID);
+	values[1] = mb_array(d->statuses, NULL, d->n, TEXTOID);
+	values[2] = mb_array(d->costs, d->uncharged, d->n, NUMERICOID);
+	values[3] = mb_array(d->reasons, d->charged, d->n, TEXTOID);
+	values[4] = mb_array(d->ledger_ids, d->uncharged, d->n, INT8OID);
 	mb_exec_plan(mb_plan(MB_STMT_WRITE_MESSAGES, write_messages_sql,
 						 5, argtypes),
 				 values, NULL, SPI_OK_UPDATE);
@@ -466,7 +439,7 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 		b.prices = mb_prices_load();
 		for (i = 0; i < b.norgs; i++)
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
-		looked = b.looked;
+		looked = b.nrows + b.skipped;
 		charge_wallets(&b);
 		collect_decisions(&b, &d, totals);
 		write_messages(&b, &d);

@@ -23,7 +23,8 @@ typedef struct MbTotals
 {
 	int64		charged;
 	int64		failed;
-	int64		skipped;		/* claimed but left pending: wallet busy */
+	int64		skipped;		/* left pending: the org's wallet was busy,
+								 * or an older message held elsewhere */
 	Datum		credits;		/* numeric: sum of charged costs */
 	const char *last_status;	/* status of the last requested message */
 	int64		requested;		/* requested messages decided */

@@ -10,10 +10,8 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "funcapi.h"
 #include "nodes/parsenodes.h"
 #include "portability/instr_time.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "billing.h"
@@ -72,26 +70,6 @@ return_totals(FunctionCallInfo fcinfo, const MbTotals *t)
 	return (Datum) 0;
 }
 
-/* The current status of one message; an unknown id is an error. */
-static char *
-current_status(const MbConfig *cfg, Datum key)
-{
-	char	   *sql = psprintf("SELECT billing_status::pg_catalog.text FROM %s"
-							   " WHERE %s = $1", cfg->relname, cfg->key_col);
-	Oid			argtypes[1] = {cfg->key_type};
-	int			ret = SPI_execute_with_args(sql, 1, argtypes, &key, NULL,
-											true, 1);
-
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "status look-up returned %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("message %s does not exist in %s",
-						mb_datum_text(key, cfg->key_type), cfg->relname)));
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-}
-
 /*
  * process_message_billing(message_id) -> text
  *		Bill one message now and return its status.  Charged and refunded
@@ -116,11 +94,19 @@ process_message_billing(PG_FUNCTION_ARGS)
 	mb_totals_init(&t);
 	(void) mb_bill_batch(cfg, MB_CLAIM_ONE, key, 1, &t);
 	/* nothing decided: unknown, not billable, or its org is busy */
-	status = t.last_status ? pstrdup(t.last_status) : current_status(cfg, key);
+	status = t.last_status ? pstrdup(t.last_status) :
+		TextDatumGetCString(mb_message_value(cfg, key,
+											 "billing_status::pg_catalog.text"));
 	log_totals("process_message_billing", &t, start);
 	result = SPI_datumTransfer(CStringGetTextDatum(status), false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
+}
+
+static char *
+distinct_ids_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT pg_catalog.count(DISTINCT u) FROM pg_catalog.unnest($1) u");
 }
 
 /* Number of distinct, non-NULL ids in a key array. */
@@ -128,13 +114,10 @@ static int64
 distinct_ids(const MbConfig *cfg, Datum ids)
 {
 	Oid			argtypes[1] = {cfg->key_array_type};
-	int			ret = SPI_execute_with_args("SELECT pg_catalog.count(DISTINCT u)"
-											" FROM pg_catalog.unnest($1) u",
-											1, argtypes, &ids, NULL, true, 1);
 	bool		isnull;
 
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "id count returned %s", SPI_result_code_string(ret));
+	mb_exec_plan(mb_plan(MB_STMT_DISTINCT_IDS, distinct_ids_sql, 1, argtypes),
+				 &ids, NULL, SPI_OK_SELECT);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }

@@ -4,15 +4,17 @@
  *		messages, locked in that order.
  *
  * Lock order, the same for every biller: an org's wallet, then its
- * messages.  Wallets and messages are locked with FOR UPDATE SKIP LOCKED:
- * an org whose wallet another session holds is skipped whole, so one
- * biller at a time bills an org, and billers never wait for each other.
+ * messages.  Wallets are locked FOR UPDATE, messages FOR NO KEY UPDATE
+ * (so that rows referencing a message can still be inserted), both SKIP
+ * LOCKED: an org whose wallet another session holds is skipped whole, so
+ * one biller at a time bills an org, and billers never wait for each other.
  *
  * A run (process_all_pending, drain, the worker; all orgs or one) bills
  * whole runs of an org's messages:
  *
- *	1. it peeks at the first `limit` pending messages (no locks) to learn
- *	   their orgs, in the order of each org's oldest message;
+ *	1. it peeks at the first pending messages (no locks; at most
+ *	   MB_RUN_PEEK) to learn their orgs, in the order of each org's oldest
+ *	   message;
  *	2. then, org by org in that order, one statement locks the org's wallet
  *	   and claims the org's oldest pending messages, and stops when the
  *	   batch is full.  A batch thus touches few orgs: one wallet update and
@@ -37,11 +39,11 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
 #include "batch.h"
+#include "convert.h"
 
 /* ORDER BY of the billing order on messages alias a. */
 static char *
@@ -304,21 +306,6 @@ order_check_run_sql(const MbConfig *cfg)
 					cfg->relname, cfg->org_col, older);
 }
 
-/* A one-dimensional array of n datums of type. */
-static Datum
-make_array(Datum *elems, int n, Oid type)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	if (n == 0)
-		return PointerGetDatum(construct_empty_array(type));
-	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_array(elems, n, type, typlen, typbyval,
-										   typalign));
-}
-
 /* The mode's argument type, for the statements' $2. */
 static Oid
 mode_arg_type(const MbConfig *cfg, MbClaimMode mode)
@@ -375,9 +362,13 @@ peek(Batch *b, int64 limit)
 	}
 }
 
-/* An array of the ids of the orgs in state (or of all, with state -1). */
+/*
+ * An array of the ids of the batch's orgs, or only of those whose wallet
+ * is not busy (held, or missing: their messages are claimed to fail them);
+ * map gets each element's org index.
+ */
 static Datum
-org_array(const Batch *b, int state, int *map, int *n)
+org_array(const Batch *b, bool skip_busy, int *map, int *n)
 {
 	Datum	   *elems = palloc(sizeof(Datum) * Max(b->norgs, 1));
 	int			i;
@@ -385,14 +376,13 @@ org_array(const Batch *b, int state, int *map, int *n)
 	*n = 0;
 	for (i = 0; i < b->norgs; i++)
 	{
-		if (state >= 0 && b->orgs[i].state != (WalletState) state &&
-			!(state == WALLET_HELD && b->orgs[i].state == WALLET_MISSING))
+		if (skip_busy && b->orgs[i].state == WALLET_BUSY)
 			continue;
 		if (map)
 			map[*n] = i;
 		elems[(*n)++] = b->orgs[i].org;
 	}
-	return make_array(elems, *n, b->cfg->org_type);
+	return mb_array(elems, NULL, *n, b->cfg->org_type);
 }
 
 /* Tell the wallets that were not locked apart: busy or missing. */
@@ -422,7 +412,7 @@ lock_wallets(Batch *b)
 {
 	Oid			argtypes[1] = {b->cfg->org_array_type};
 	int			n;
-	Datum		orgs = org_array(b, -1, NULL, &n);
+	Datum		orgs = org_array(b, false, NULL, &n);
 	uint64		i;
 	uint64		locked;
 
@@ -490,9 +480,8 @@ claim_given(Batch *b)
 	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
 	int			n;
 	Datum		values[3];
-	int			i;
 
-	values[2] = org_array(b, WALLET_HELD, map, &n);
+	values[2] = org_array(b, true, map, &n);
 	if (n == 0)
 		return;
 	/* they come with their orgs' older pending ones, however many */
@@ -505,32 +494,24 @@ claim_given(Batch *b)
 		mb_exec_plan(mb_plan(MB_STMT_CLAIM_ONE, claim_one_sql, 3, argtypes),
 					 values, NULL, SPI_OK_SELECT);
 	read_rows(b, SPI_tuptable, (int) SPI_processed, map);
-	for (i = 0; i < b->norgs; i++)
-		b->looked += b->orgs[i].peeked;
 }
 
 /*
- * Take a run claim's row for org o: the first row of an org tells whether
- * its wallet is held, missing or busy; a NULL ctid is no message.
+ * Take the wallet of org o from its first row in a run claim: held (with
+ * its spending limit), missing or busy.
  */
-static bool
-run_row_org(Batch *b, HeapTuple tup, TupleDesc desc, BatchOrg *o)
+static void
+run_org_wallet(Batch *b, HeapTuple tup, TupleDesc desc, BatchOrg *o)
 {
 	bool		isnull;
-	bool		no_message;
 	bool		held = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	bool		missing = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 
-	if (o->nrows == 0)
-	{
-		o->state = held ? WALLET_HELD : missing ? WALLET_MISSING : WALLET_BUSY;
-		if (held)
-			o->limit = SPI_getbinval(tup, desc, 11, &isnull);
-		if (o->state == WALLET_BUSY)
-			b->skipped += o->peeked;
-	}
-	(void) SPI_getbinval(tup, desc, 1, &no_message);
-	return !no_message;
+	o->state = held ? WALLET_HELD : missing ? WALLET_MISSING : WALLET_BUSY;
+	if (held)
+		o->limit = SPI_getbinval(tup, desc, 11, &isnull);
+	if (o->state == WALLET_BUSY)
+		b->skipped += o->peeked;
 }
 
 /*
@@ -550,7 +531,7 @@ claim_run(Batch *b, int64 limit)
 	int64		last_ix = 0;
 
 	values[0] = Int64GetDatum(limit);
-	values[1] = org_array(b, -1, map, &n);
+	values[1] = org_array(b, false, map, &n);
 	mb_exec_plan(mb_plan(MB_STMT_CLAIM_RUN, run_claim_sql, 2, argtypes),
 				 values, NULL, SPI_OK_SELECT);
 	tt = SPI_tuptable;
@@ -558,18 +539,21 @@ claim_run(Batch *b, int64 limit)
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
+		bool		no_message;
 		int64		ix = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc,
 													 7, &isnull));
 
 		if (ix < last_ix)
 			elog(ERROR, "msgbilling run claim returned org %ld after org %ld",
 				 (long) ix, (long) last_ix);
+		if (ix != last_ix)
+			run_org_wallet(b, tt->vals[i], tt->tupdesc, &b->orgs[map[ix - 1]]);
 		last_ix = ix;
-		if (run_row_org(b, tt->vals[i], tt->tupdesc, &b->orgs[map[ix - 1]]))
+		(void) SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &no_message);
+		if (!no_message)
 			tt->vals[kept++] = tt->vals[i];
 	}
 	read_rows(b, tt, (int) kept, map);
-	b->looked = b->nrows + b->skipped;
 }
 
 /* Order checks: mark orgs with an older unpaid or unclaimed message. */
@@ -597,10 +581,11 @@ check_order(Batch *b)
 	for (i = 0; i < b->norgs; i++)
 	{
 		BatchOrg   *o = &b->orgs[i];
-		BatchRow   *last = &b->rows[o->first + o->nrows - 1];
+		BatchRow   *last;
 
 		if (o->nrows == 0)
 			continue;
+		last = &b->rows[o->first + o->nrows - 1];
 		map[n] = i;
 		orgs[n] = o->org;
 		/* rows without a creation time sort last; compare them by key */
@@ -610,12 +595,12 @@ check_order(Batch *b)
 	}
 	if (n == 0)
 		return;
-	values[0] = make_array(orgs, n, b->cfg->org_type);
-	values[1] = make_array(keys, by_ids ? b->nrows : 0, b->cfg->key_type);
-	values[2] = b->cfg->created_col ? make_array(crs, n, cr_type) :
-		make_array(crs, 0, cr_type);
-	values[3] = make_array(lasts, n, b->cfg->key_type);
-	values[4] = make_array(counts, n, INT8OID);
+	values[0] = mb_array(orgs, NULL, n, b->cfg->org_type);
+	values[1] = mb_array(keys, NULL, by_ids ? b->nrows : 0, b->cfg->key_type);
+	values[2] = b->cfg->created_col ? mb_array(crs, NULL, n, cr_type) :
+		mb_array(crs, NULL, 0, cr_type);
+	values[3] = mb_array(lasts, NULL, n, b->cfg->key_type);
+	values[4] = mb_array(counts, NULL, n, INT8OID);
 	if (by_ids)
 		mb_exec_plan(mb_plan(MB_STMT_ORDER_CHECK_IDS, order_check_ids_sql,
 							 5, argtypes), values, NULL, SPI_OK_SELECT);

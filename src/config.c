@@ -10,13 +10,13 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "config.h"
+#include "convert.h"
 #include "guard.h"
 #include "msgbilling.h"
 
@@ -267,18 +267,24 @@ mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
 }
 
 /*
- * Run a kept plan; anything but the expected SPI result is a bug.  The
- * guard triggers let msgbilling's own statements through (guard.c).
+ * Run a kept plan (plan), or SQL text with argument types; anything but
+ * the expected SPI result is a bug.  The guard triggers let msgbilling's
+ * own statements through (guard.c).
  */
-void
-mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+static void
+exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
+			 Datum *values, const char *nulls, int expected)
 {
 	int			ret;
 
 	mb_writing++;
 	PG_TRY();
 	{
-		ret = SPI_execute_plan(plan, values, nulls, false, 0);
+		if (plan)
+			ret = SPI_execute_plan(plan, values, nulls, false, 0);
+		else
+			ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
+										false, 0);
 	}
 	PG_FINALLY();
 	{
@@ -289,4 +295,40 @@ mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 	if (ret != expected)
 		elog(ERROR, "msgbilling statement returned %s, expected %s",
 			 SPI_result_code_string(ret), SPI_result_code_string(expected));
+}
+
+void
+mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected);
+}
+
+/* The same for a statement that runs rarely (wallets, refunds): not kept. */
+void
+mb_exec_sql(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			const char *nulls, int expected)
+{
+	exec_guarded(NULL, sql, nargs, argtypes, values, nulls, expected);
+}
+
+/*
+ * Column expr of the message with key, read without a lock; an unknown id
+ * is an error.  The value lives until SPI_finish.
+ */
+Datum
+mb_message_value(const MbConfig *cfg, Datum key, const char *expr)
+{
+	Oid			argtypes[1] = {cfg->key_type};
+	bool		isnull;
+
+	mb_exec_sql(psprintf("SELECT %s FROM %s WHERE %s = $1",
+						 expr, cfg->relname, cfg->key_col),
+				1, argtypes, &key, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist in %s",
+						mb_datum_text(key, cfg->key_type), cfg->relname)));
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+						 &isnull);
 }

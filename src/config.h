@@ -44,6 +44,7 @@ typedef enum MbStmt
 	MB_STMT_CHARGE_WALLETS,
 	MB_STMT_WRITE_MESSAGES,
 	MB_STMT_PRICES,
+	MB_STMT_DISTINCT_IDS,
 	MB_NUM_STMTS
 } MbStmt;
 
@@ -54,5 +55,9 @@ extern SPIPlanPtr mb_plan(MbStmt id, MbSqlBuilder build,
 						  int nargs, Oid *argtypes);
 extern void mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 						 int expected);
+extern void mb_exec_sql(const char *sql, int nargs, Oid *argtypes,
+						Datum *values, const char *nulls, int expected);
+extern Datum mb_message_value(const MbConfig *cfg, Datum key,
+							  const char *expr);
 
 #endif							/* MB_CONFIG_H */

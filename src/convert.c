@@ -135,10 +135,24 @@ mb_array_arg_as(FunctionCallInfo fcinfo, int argno, Oid elemtype,
 	for (i = 0; i < n; i++)
 		if (!nulls[i])
 			elems[i] = convert_value(elems[i], srcelem, elemtype);
+	return mb_array(elems, nulls, n, elemtype);
+}
+
+/*
+ * A one-dimensional array of n datums of type; nulls (NULL: none) marks
+ * the NULL elements.  The statements' array parameters are built with it.
+ */
+Datum
+mb_array(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			lbs[1] = {1};
+
 	if (n == 0)
-		return PointerGetDatum(construct_empty_array(elemtype));
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, &n,
-											  (int[1]) {1}, elemtype,
+		return PointerGetDatum(construct_empty_array(type));
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, &n, lbs, type,
 											  typlen, typbyval, typalign));
 }

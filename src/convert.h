@@ -17,5 +17,6 @@ extern Datum mb_arg_as(FunctionCallInfo fcinfo, int argno, Oid target,
 extern Datum mb_array_arg_as(FunctionCallInfo fcinfo, int argno, Oid elemtype,
 							 const char *what);
 extern char *mb_datum_text(Datum value, Oid type);
+extern Datum mb_array(Datum *elems, bool *nulls, int n, Oid type);
 
 #endif							/* MB_CONVERT_H */

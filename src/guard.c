@@ -26,7 +26,7 @@ PG_FUNCTION_INFO_V1(guard_ledger);
 bool		mb_repair = false;
 int			mb_writing = 0;
 
-/* The row a BEFORE trigger lets through. */
+/* The row a BEFORE trigger lets through (none for a statement trigger). */
 static Datum
 pass(TriggerData *td)
 {
@@ -51,10 +51,12 @@ Datum
 guard_messages(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = trigger_data(fcinfo);
-	char	   *rel = get_rel_name(RelationGetRelid(td->tg_relation));
+	char	   *rel;
 
+	/* billing's own writes come here once per row: pass them at once */
 	if (mb_writing > 0 || mb_repair)
 		return pass(td);
+	rel = get_rel_name(RelationGetRelid(td->tg_relation));
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -80,10 +82,9 @@ guard_ledger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = trigger_data(fcinfo);
 
+	/* (TRUNCATE fires a statement trigger: no row, and pass() returns 0) */
 	if (mb_repair)
-		return TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) ? (Datum) 0 :
-			TRIGGER_FIRED_BY_DELETE(td->tg_event) ?
-			PointerGetDatum(td->tg_trigtuple) : pass(td);
+		return pass(td);
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("msgbilling.ledger is append-only"),

@@ -1,6 +1,7 @@
 /*
  * msgbilling.h
- *		What every msgbilling module shares: GUCs and the log helper.
+ *		What every msgbilling module shares: the log prefix, the message
+ *		statuses and the billing settings.
  */
 #ifndef MSGBILLING_H
 #define MSGBILLING_H

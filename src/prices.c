@@ -2,7 +2,7 @@
  * prices.c
  *		Load msgbilling.prices and find the price in effect for a message.
  *
- * Prices are few and read-mostly, so a billing call loads them all once
+ * Prices are few and read-mostly, so each billing batch loads them all
  * into memory and prices every message there, instead of joining the
  * price table once per message.
  */

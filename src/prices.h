@@ -1,6 +1,6 @@
 /*
  * prices.h
- *		The versioned price list, loaded once per billing call.
+ *		The versioned price list, loaded once per billing batch.
  */
 #ifndef MB_PRICES_H
 #define MB_PRICES_H

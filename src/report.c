@@ -139,10 +139,7 @@ stats(PG_FUNCTION_ARGS)
 static void
 check_history_args(FunctionCallInfo fcinfo, const MbConfig *cfg)
 {
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("org id must not be NULL")));
+	mb_require_arg(fcinfo, 0, "org id");
 	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) < 1 || PG_GETARG_INT32(1) > 10000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

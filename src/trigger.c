@@ -17,15 +17,14 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
-#include "utils/array.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
-#include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/tuplestore.h"
 
 #include "billing.h"
 #include "config.h"
+#include "convert.h"
 #include "msgbilling.h"
 
 PG_FUNCTION_INFO_V1(bill_on_insert);
@@ -57,8 +56,8 @@ inserted_keys(const MbConfig *cfg, TriggerData *td, AttrNumber attnum,
 	Datum	   *keys = palloc(sizeof(Datum) * cap);
 	int16		typlen;
 	bool		typbyval;
-	char		typalign;
 
+	get_typlenbyval(cfg->key_type, &typlen, &typbyval);
 	*n = 0;
 	tuplestore_rescan(td->tg_newtable);
 	while (tuplestore_gettupleslot(td->tg_newtable, true, false, slot))
@@ -68,13 +67,10 @@ inserted_keys(const MbConfig *cfg, TriggerData *td, AttrNumber attnum,
 
 		if (*n == cap)
 			keys = repalloc(keys, sizeof(Datum) * (cap *= 2));
-		get_typlenbyvalalign(cfg->key_type, &typlen, &typbyval, &typalign);
 		keys[(*n)++] = datumCopy(key, typbyval, typlen);
 	}
 	ExecDropSingleTupleTableSlot(slot);
-	get_typlenbyvalalign(cfg->key_type, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_array(keys, *n, cfg->key_type,
-										   typlen, typbyval, typalign));
+	return mb_array(keys, NULL, *n, cfg->key_type);
 }
 
 /* Bill the rows the trigger fired for. */

@@ -28,7 +28,6 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "commands/dbcommands.h"
-#include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"

@@ -3,10 +3,11 @@
  *		Wallets and the money that moves outside billing: top_up, adjust,
  *		set_overdraft, balance, refund and retry_failed.
  *
- * Every balance change locks the org's wallet row, changes the balance and
- * appends its ledger entry in one statement, so that balance = sum of the
- * ledger holds at every commit.  These functions wait for the wallet lock;
- * billers never wait, so no wait cycle can form (see billing.c).
+ * Every balance change first holds the org's wallet row (hold_wallet),
+ * then changes the balance and appends its ledger entry in one statement,
+ * so that balance = sum of the ledger holds at every commit.  These
+ * functions wait for the wallet lock; billers never wait, so no wait cycle
+ * can form (see claim.c).
  */
 #include "postgres.h"
 
@@ -17,7 +18,6 @@
 
 #include "config.h"
 #include "convert.h"
-#include "guard.h"
 #include "msgbilling.h"
 #include "wake.h"
 
@@ -30,30 +30,6 @@ PG_FUNCTION_INFO_V1(retry_failed);
 
 /* Amounts at or above this do not fit a numeric(20,6) balance. */
 #define MB_AMOUNT_LIMIT "100000000000000"
-
-/* Run SQL with arguments; anything but the expected result is a bug. */
-static void
-run(const char *sql, int nargs, Oid *argtypes, Datum *values,
-	const char *nulls, int expected)
-{
-	int			ret;
-
-	/* the guard triggers let msgbilling's own statements through */
-	mb_writing++;
-	PG_TRY();
-	{
-		ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
-									false, 0);
-	}
-	PG_FINALLY();
-	{
-		mb_writing--;
-	}
-	PG_END_TRY();
-	if (ret != expected)
-		elog(ERROR, "wallet statement returned %s, expected %s",
-			 SPI_result_code_string(ret), SPI_result_code_string(expected));
-}
 
 /* Column 1 of row 0 of the last result. */
 static Datum
@@ -119,25 +95,27 @@ ensure_wallet(const MbConfig *cfg, Datum org)
 {
 	Oid			argtypes[1] = {cfg->org_type};
 
-	run("INSERT INTO msgbilling.credits (org_id) VALUES ($1)"
-		" ON CONFLICT (org_id) DO NOTHING",
-		1, argtypes, &org, NULL, SPI_OK_INSERT);
+	mb_exec_sql("INSERT INTO msgbilling.credits (org_id) VALUES ($1)"
+				" ON CONFLICT (org_id) DO NOTHING",
+				1, argtypes, &org, NULL, SPI_OK_INSERT);
 }
 
 /*
- * Lock the org's wallet and return its balance; *found is false when it
- * has none.
+ * Hold the org's wallet, creating it if it has none: lock it (waiting for
+ * a biller that holds it) and return its balance.
  */
 static Datum
-lock_wallet(const MbConfig *cfg, Datum org, bool *found)
+hold_wallet(const MbConfig *cfg, Datum org)
 {
 	Oid			argtypes[1] = {cfg->org_type};
 	bool		isnull;
 
-	run("SELECT balance FROM msgbilling.credits WHERE org_id = $1 FOR UPDATE",
-		1, argtypes, &org, NULL, SPI_OK_SELECT);
-	*found = SPI_processed > 0;
-	return *found ? first_value(&isnull) : (Datum) 0;
+	ensure_wallet(cfg, org);
+	mb_exec_sql("SELECT balance FROM msgbilling.credits WHERE org_id = $1 FOR UPDATE",
+				1, argtypes, &org, NULL, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		elog(ERROR, "wallet to hold was not found");
+	return first_value(&isnull);
 }
 
 /*
@@ -164,14 +142,14 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 	nulls[3] = note_null ? 'n' : ' ';
 	nulls[4] = key_null ? 'n' : ' ';
 	nulls[5] = message_id ? ' ' : 'n';
-	run("WITH w AS (UPDATE msgbilling.credits"
-		" SET balance = balance + $2, updated_at = pg_catalog.now()"
-		" WHERE org_id = $1 RETURNING org_id, balance)"
-		" INSERT INTO msgbilling.ledger (org_id, kind, amount, balance_after,"
-		" note, idempotency_key, message_id)"
-		" SELECT w.org_id, $3, $2, w.balance, $4, $5, $6 FROM w"
-		" RETURNING balance_after",
-		6, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
+	mb_exec_sql("WITH w AS (UPDATE msgbilling.credits"
+				" SET balance = balance + $2, updated_at = pg_catalog.now()"
+				" WHERE org_id = $1 RETURNING org_id, balance)"
+				" INSERT INTO msgbilling.ledger (org_id, kind, amount, balance_after,"
+				" note, idempotency_key, message_id)"
+				" SELECT w.org_id, $3, $2, w.balance, $4, $5, $6 FROM w"
+				" RETURNING balance_after",
+				6, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "wallet to credit was not found");
 	return first_value(&isnull);
@@ -201,7 +179,7 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 							   cfg->relname, cfg->org_col,
 							   wait ? "" : " SKIP LOCKED");
 
-	run(sql, 2, argtypes, values, nulls, SPI_OK_UPDATE);
+	mb_exec_sql(sql, 2, argtypes, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed > 0)
 		mb_wake_at_commit();
 	return SPI_processed;
@@ -221,19 +199,16 @@ repend_insufficient(const MbConfig *cfg, Datum org)
 }
 
 /*
- * Add amount to the org's wallet, creating it if needed, with its ledger
- * entry, and make the org's insufficient_credits failures pending again.
- * Returns the new balance.
+ * Add amount to the org's held wallet, with its ledger entry, and make the
+ * org's insufficient_credits failures pending again.  Returns the new
+ * balance.
  */
 static Datum
 credit_wallet(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 			  FunctionCallInfo fcinfo, int note_argno, int key_argno)
 {
-	bool		found;
 	Datum		result;
 
-	ensure_wallet(cfg, org);
-	(void) lock_wallet(cfg, org, &found);
 	result = move_money(cfg, org, amount, kind,
 						PG_GETARG_DATUM(note_argno), PG_ARGISNULL(note_argno),
 						key_argno < 0 ? (Datum) 0 : PG_GETARG_DATUM(key_argno),
@@ -243,21 +218,19 @@ credit_wallet(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 }
 
 /*
- * If key was used before, return true and the current balance: the top-up
- * it named is done.  A key reused for another org or amount is an error.
+ * Whether key was used before: the top-up it named is done.  A key reused
+ * for another org or amount is an error.
  */
 static bool
-replayed_top_up(const MbConfig *cfg, Datum org, Datum amount, Datum key,
-				Datum *balance)
+replayed_top_up(const MbConfig *cfg, Datum org, Datum amount, Datum key)
 {
 	Oid			argtypes[3] = {TEXTOID, cfg->org_type, NUMERICOID};
 	Datum		values[3] = {key, org, amount};
 	bool		isnull;
-	bool		found;
 
-	run("SELECT kind = 'top_up' AND org_id = $2 AND amount = $3"
-		" FROM msgbilling.ledger WHERE idempotency_key = $1",
-		3, argtypes, values, NULL, SPI_OK_SELECT);
+	mb_exec_sql("SELECT kind = 'top_up' AND org_id = $2 AND amount = $3"
+				" FROM msgbilling.ledger WHERE idempotency_key = $1",
+				3, argtypes, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
 	if (!DatumGetBool(first_value(&isnull)))
@@ -267,7 +240,6 @@ replayed_top_up(const MbConfig *cfg, Datum org, Datum amount, Datum key,
 						TextDatumGetCString(key)),
 				 errdetail("A key may be repeated only with the same org and amount."),
 				 errhint("Use a new key for a new top-up.")));
-	*balance = lock_wallet(cfg, org, &found);
 	return true;
 }
 
@@ -283,7 +255,6 @@ top_up(PG_FUNCTION_ARGS)
 	Datum		org;
 	Datum		amount;
 	Datum		result;
-	bool		found;
 
 	mb_require_arg(fcinfo, 0, "org id");
 	mb_require_arg(fcinfo, 1, "amount");
@@ -297,12 +268,12 @@ top_up(PG_FUNCTION_ARGS)
 	 * key itself (it may name another org), then the wallet.
 	 */
 	if (!PG_ARGISNULL(3))
-		run("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
-			1, (Oid[1]) {TEXTOID}, &PG_GETARG_DATUM(3), NULL, SPI_OK_SELECT);
-	ensure_wallet(cfg, org);
-	(void) lock_wallet(cfg, org, &found);
+		mb_exec_sql("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
+					1, (Oid[1]) {TEXTOID}, &PG_GETARG_DATUM(3), NULL, SPI_OK_SELECT);
+	/* a replayed key credits nothing: the balance is the answer */
+	result = hold_wallet(cfg, org);
 	if (PG_ARGISNULL(3) ||
-		!replayed_top_up(cfg, org, amount, PG_GETARG_DATUM(3), &result))
+		!replayed_top_up(cfg, org, amount, PG_GETARG_DATUM(3)))
 		result = credit_wallet(cfg, org, amount, "top_up", fcinfo, 2, 3);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
@@ -329,6 +300,7 @@ adjust(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	(void) hold_wallet(cfg, org);
 	result = credit_wallet(cfg, org, amount, "adjustment", fcinfo, 2, -1);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
@@ -374,7 +346,6 @@ set_overdraft(PG_FUNCTION_ARGS)
 	const MbConfig *cfg;
 	Oid			argtypes[2];
 	Datum		values[2];
-	bool		found;
 
 	mb_require_arg(fcinfo, 0, "org id");
 	mb_require_arg(fcinfo, 1, "limit");
@@ -385,11 +356,10 @@ set_overdraft(PG_FUNCTION_ARGS)
 	values[1] = PG_GETARG_DATUM(1);
 	argtypes[0] = cfg->org_type;
 	argtypes[1] = NUMERICOID;
-	ensure_wallet(cfg, values[0]);
-	(void) lock_wallet(cfg, values[0], &found);
-	run("UPDATE msgbilling.credits SET overdraft_limit = $2,"
-		" updated_at = pg_catalog.now() WHERE org_id = $1",
-		2, argtypes, values, NULL, SPI_OK_UPDATE);
+	(void) hold_wallet(cfg, values[0]);
+	mb_exec_sql("UPDATE msgbilling.credits SET overdraft_limit = $2,"
+				" updated_at = pg_catalog.now() WHERE org_id = $1",
+				2, argtypes, values, NULL, SPI_OK_UPDATE);
 	repend_insufficient(cfg, values[0]);
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -413,24 +383,6 @@ check_refundable(const MbConfig *cfg, Datum key, const char *status)
 				 errhint("Only charged messages can be refunded.")));
 }
 
-/* The org of a message; an unknown id is an error. */
-static Datum
-message_org(const MbConfig *cfg, Datum key)
-{
-	Oid			argtypes[1] = {cfg->key_type};
-	bool		isnull;
-
-	run(psprintf("SELECT %s FROM %s WHERE %s = $1",
-				 cfg->org_col, cfg->relname, cfg->key_col),
-		1, argtypes, &key, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("message %s does not exist in %s",
-						mb_datum_text(key, cfg->key_type), cfg->relname)));
-	return first_value(&isnull);	/* lives until SPI_finish */
-}
-
 /*
  * refund(message_id, note) -> numeric
  *		Credit a charged message's cost back; return the new balance.
@@ -445,7 +397,6 @@ refund(PG_FUNCTION_ARGS)
 	Datum		cost;
 	Datum		result;
 	bool		isnull;
-	bool		found;
 	char	   *status;
 
 	mb_require_arg(fcinfo, 0, "message id");
@@ -454,14 +405,13 @@ refund(PG_FUNCTION_ARGS)
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
 	argtypes[0] = cfg->key_type;
 	/* the lock order of every biller: the org's wallet, then the message */
-	org = message_org(cfg, key);
-	ensure_wallet(cfg, org);
-	(void) lock_wallet(cfg, org, &found);
-	run(psprintf("SELECT billing_status::pg_catalog.text, %s = $2, cost_credits"
-				 " FROM %s WHERE %s = $1 FOR UPDATE",
-				 cfg->org_col, cfg->relname, cfg->key_col),
-		2, (Oid[2]) {cfg->key_type, cfg->org_type},
-		(Datum[2]) {key, org}, NULL, SPI_OK_SELECT);
+	org = mb_message_value(cfg, key, cfg->org_col);
+	(void) hold_wallet(cfg, org);
+	mb_exec_sql(psprintf("SELECT billing_status::pg_catalog.text, %s = $2, cost_credits"
+						 " FROM %s WHERE %s = $1 FOR UPDATE",
+						 cfg->org_col, cfg->relname, cfg->key_col),
+				2, (Oid[2]) {cfg->key_type, cfg->org_type},
+				(Datum[2]) {key, org}, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0 ||
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 									SPI_tuptable->tupdesc, 2, &isnull)))
@@ -476,14 +426,14 @@ refund(PG_FUNCTION_ARGS)
 	result = move_money(cfg, org, cost, "refund", PG_GETARG_DATUM(1),
 						PG_ARGISNULL(1), (Datum) 0, true,
 						mb_datum_text(key, cfg->key_type));
-	run(psprintf("UPDATE %s SET billing_status = 'refunded' WHERE %s = $1",
-				 cfg->relname, cfg->key_col),
-		1, argtypes, &key, NULL, SPI_OK_UPDATE);
-	run("UPDATE msgbilling.credits SET charged_messages = charged_messages - 1,"
-		" refunded_messages = refunded_messages + 1,"
-		" credits_charged = credits_charged - $2 WHERE org_id = $1",
-		2, (Oid[2]) {cfg->org_type, NUMERICOID}, (Datum[2]) {org, cost}, NULL,
-		SPI_OK_UPDATE);
+	mb_exec_sql(psprintf("UPDATE %s SET billing_status = 'refunded' WHERE %s = $1",
+						 cfg->relname, cfg->key_col),
+				1, argtypes, &key, NULL, SPI_OK_UPDATE);
+	mb_exec_sql("UPDATE msgbilling.credits SET charged_messages = charged_messages - 1,"
+				" refunded_messages = refunded_messages + 1,"
+				" credits_charged = credits_charged - $2 WHERE org_id = $1",
+				2, (Oid[2]) {cfg->org_type, NUMERICOID}, (Datum[2]) {org, cost}, NULL,
+				SPI_OK_UPDATE);
 	repend_insufficient(cfg, org);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();

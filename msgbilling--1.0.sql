@@ -130,6 +130,7 @@ CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON msgbilling.ledger
 CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON msgbilling.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION msgbilling._guard_ledger();
 
+-- Trigger functions only: no one calls them directly.
 REVOKE ALL ON FUNCTION msgbilling._guard_messages(),
     msgbilling._guard_ledger() FROM PUBLIC;
 
@@ -167,15 +168,15 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'column "%" of table % does not exist', col, rel
             USING ERRCODE = 'undefined_column',
-                  HINT = format('Pass the name of the %s column as %s_column.',
-                                role, role);
+                  HINT = pg_catalog.format('Pass the name of the %s column as %s_column.',
+                                           role, role);
     END IF;
     IF typ <> ALL (allowed) THEN
         RAISE EXCEPTION '% column "%" of table % has unusable type %',
                         role, col, rel, typ
             USING ERRCODE = 'datatype_mismatch',
-                  DETAIL = format('msgbilling supports %s columns of type %s.',
-                                  role, array_to_string(allowed, ', '));
+                  DETAIL = pg_catalog.format('msgbilling supports %s columns of type %s.',
+                                             role, pg_catalog.array_to_string(allowed, ', '));
     END IF;
     RETURN typ;
 END;
@@ -221,11 +222,11 @@ BEGIN
      WHERE a.attrelid = rel AND a.attname = col
        AND a.attnum > 0 AND NOT a.attisdropped;
     IF NOT FOUND THEN
-        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s %s', rel, col, typ, extra);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s %s', rel, col, typ, extra);
     ELSIF have <> typ THEN
         RAISE EXCEPTION 'table % already has a column "%" of type %', rel, col, have
             USING ERRCODE = 'duplicate_column',
-                  DETAIL = format('msgbilling needs "%s" to be %s.', col, typ),
+                  DETAIL = pg_catalog.format('msgbilling needs "%s" to be %s.', col, typ),
                   HINT = 'Rename or drop the column, then attach again.';
     END IF;
 END;
@@ -242,31 +243,31 @@ AS $$
 DECLARE
     odd text;
 BEGIN
-    EXECUTE format('SELECT billing_status FROM %s WHERE billing_status NOT IN'
-                   ' (''pending'', ''charged'', ''failed'', ''refunded'', ''legacy'')'
-                   ' LIMIT 1', rel) INTO odd;
+    EXECUTE pg_catalog.format('SELECT billing_status FROM %s WHERE billing_status NOT IN'
+                              ' (''pending'', ''charged'', ''failed'', ''refunded'', ''legacy'')'
+                              ' LIMIT 1', rel) INTO odd;
     IF odd IS NOT NULL THEN
         RAISE EXCEPTION 'column billing_status of table % holds a value msgbilling does not know: %',
-                        rel, quote_literal(odd)
+                        rel, pg_catalog.quote_literal(odd)
             USING ERRCODE = 'check_violation',
                   HINT = 'Map the values to pending, charged, failed, refunded or legacy first.';
     END IF;
-    EXECUTE format('UPDATE %s SET billing_status = %L WHERE billing_status IS NULL',
-                   rel, CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END);
+    EXECUTE pg_catalog.format('UPDATE %s SET billing_status = %L WHERE billing_status IS NULL',
+                              rel, CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END);
     -- Messages the old system marked charged have no ledger entry here:
     -- they were paid outside msgbilling, which makes them legacy.
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = rel AND a.attname = 'billing_ledger_id'
                   AND NOT a.attisdropped) THEN
-        EXECUTE format('UPDATE %s SET billing_status = ''legacy'''
-                       ' WHERE billing_status IN (''charged'', ''refunded'')'
-                       ' AND billing_ledger_id IS NULL', rel);
+        EXECUTE pg_catalog.format('UPDATE %s SET billing_status = ''legacy'''
+                                  ' WHERE billing_status IN (''charged'', ''refunded'')'
+                                  ' AND billing_ledger_id IS NULL', rel);
     ELSE
-        EXECUTE format('UPDATE %s SET billing_status = ''legacy'''
-                       ' WHERE billing_status IN (''charged'', ''refunded'')', rel);
+        EXECUTE pg_catalog.format('UPDATE %s SET billing_status = ''legacy'''
+                                  ' WHERE billing_status IN (''charged'', ''refunded'')', rel);
     END IF;
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN billing_status SET NOT NULL,'
-                   ' ALTER COLUMN billing_status SET DEFAULT ''pending''', rel);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN billing_status SET NOT NULL,'
+                              ' ALTER COLUMN billing_status SET DEFAULT ''pending''', rel);
 END;
 $$;
 
@@ -282,7 +283,7 @@ DECLARE
 BEGIN
     FOREACH tab IN ARRAY ARRAY['credits', 'ledger'] LOOP
         SELECT a.atttypid::regtype INTO have FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = format('msgbilling.%I', tab)::regclass
+         WHERE a.attrelid = pg_catalog.format('msgbilling.%I', tab)::regclass
            AND a.attname = 'org_id';
         IF have <> typ THEN
             IF EXISTS (SELECT 1 FROM msgbilling.credits)
@@ -292,8 +293,8 @@ BEGIN
                           DETAIL = 'msgbilling keeps one org id type per database.',
                           HINT = 'Attach a table whose org column has the type the wallets use.';
             END IF;
-            EXECUTE format('ALTER TABLE msgbilling.%I ALTER COLUMN org_id'
-                           ' TYPE %s USING org_id::text::%s', tab, typ, typ);
+            EXECUTE pg_catalog.format('ALTER TABLE msgbilling.%I ALTER COLUMN org_id'
+                                      ' TYPE %s USING org_id::text::%s', tab, typ, typ);
         END IF;
     END LOOP;
 END;
@@ -328,7 +329,7 @@ BEGIN
                 WHERE t.tgrelid = rel
                   AND t.tgname IN ('msgbilling_guard_insert', 'msgbilling_guard_update')
     LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', trg, rel);
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg, rel);
     END LOOP;
 END;
 $$;
@@ -343,20 +344,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM msgbilling._drop_guards(rel);
-    EXECUTE format('CREATE TRIGGER msgbilling_guard_insert BEFORE INSERT ON %s'
-                   ' FOR EACH ROW WHEN (NEW.billing_status IS DISTINCT FROM ''pending'''
-                   ' OR NEW.cost_credits IS NOT NULL OR NEW.charged_at IS NOT NULL'
-                   ' OR NEW.billing_error IS NOT NULL OR NEW.billing_ledger_id IS NOT NULL)'
-                   ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
-    EXECUTE format('CREATE TRIGGER msgbilling_guard_update BEFORE UPDATE OF'
-                   ' billing_status, cost_credits, charged_at, billing_error,'
-                   ' billing_ledger_id ON %s FOR EACH ROW WHEN'
-                   ' (OLD.billing_status IS DISTINCT FROM NEW.billing_status'
-                   ' OR OLD.cost_credits IS DISTINCT FROM NEW.cost_credits'
-                   ' OR OLD.charged_at IS DISTINCT FROM NEW.charged_at'
-                   ' OR OLD.billing_error IS DISTINCT FROM NEW.billing_error'
-                   ' OR OLD.billing_ledger_id IS DISTINCT FROM NEW.billing_ledger_id)'
-                   ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_insert BEFORE INSERT ON %s'
+                              ' FOR EACH ROW WHEN (NEW.billing_status IS DISTINCT FROM ''pending'''
+                              ' OR NEW.cost_credits IS NOT NULL OR NEW.charged_at IS NOT NULL'
+                              ' OR NEW.billing_error IS NOT NULL OR NEW.billing_ledger_id IS NOT NULL)'
+                              ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_update BEFORE UPDATE OF'
+                              ' billing_status, cost_credits, charged_at, billing_error,'
+                              ' billing_ledger_id ON %s FOR EACH ROW WHEN'
+                              ' (OLD.billing_status IS DISTINCT FROM NEW.billing_status'
+                              ' OR OLD.cost_credits IS DISTINCT FROM NEW.cost_credits'
+                              ' OR OLD.charged_at IS DISTINCT FROM NEW.charged_at'
+                              ' OR OLD.billing_error IS DISTINCT FROM NEW.billing_error'
+                              ' OR OLD.billing_ledger_id IS DISTINCT FROM NEW.billing_ledger_id)'
+                              ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
 END;
 $$;
 
@@ -378,37 +379,33 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    base text := left((SELECT c.relname FROM pg_catalog.pg_class c
-                        WHERE c.oid = rel), 40);
+    base text := pg_catalog.left((SELECT c.relname FROM pg_catalog.pg_class c
+                                   WHERE c.oid = rel), 40);
     nsp name := (SELECT n.nspname FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.oid = rel);
-    order_cols text := CASE WHEN created_col IS NULL THEN quote_ident(key_col)
-                       ELSE format('%I, %I', created_col, key_col) END;
+    order_cols text := CASE WHEN created_col IS NULL THEN pg_catalog.quote_ident(key_col)
+                       ELSE pg_catalog.format('%I, %I', created_col, key_col) END;
     names name[] := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
                           base || '_mb_failed'];
-    old name;
+    old regclass;
 BEGIN
     -- An earlier attach may have left them (DROP EXTENSION does not touch
-    -- the app's table): drop ours, never an index of another table.
-    FOREACH old IN ARRAY names LOOP
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_class i
-                     JOIN pg_catalog.pg_index x ON x.indexrelid = i.oid
-                    WHERE i.relname = old AND i.relnamespace = (
-                          SELECT c.relnamespace FROM pg_catalog.pg_class c
-                           WHERE c.oid = rel)
-                      AND x.indrelid = rel) THEN
-            EXECUTE format('DROP INDEX %I.%I', nsp, old);
-        END IF;
+    -- the app's table): drop ours, never an index of another table (an
+    -- index of rel lives in rel's schema).
+    FOR old IN SELECT x.indexrelid::regclass FROM pg_catalog.pg_index x
+                 JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+                WHERE x.indrelid = rel AND i.relname = ANY (names) LOOP
+        EXECUTE pg_catalog.format('DROP INDEX %s', old);
     END LOOP;
-    EXECUTE format('CREATE INDEX %I ON %s (%s) WHERE billing_status = ''pending''',
-                   names[1], rel, order_cols);
-    EXECUTE format('CREATE INDEX %I ON %s (%I, %s) WHERE billing_status = ''pending''',
-                   names[2], rel, org_col, order_cols);
-    EXECUTE format('CREATE INDEX %I ON %s (%I) WHERE billing_status = ''failed''',
-                   names[3], rel, org_col);
-    RETURN (SELECT array_agg(quote_ident(nsp) || '.' || quote_ident(n))
-              FROM unnest(names) n);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON %s (%s) WHERE billing_status = ''pending''',
+                              names[1], rel, order_cols);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON %s (%I, %s) WHERE billing_status = ''pending''',
+                              names[2], rel, org_col, order_cols);
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON %s (%I) WHERE billing_status = ''failed''',
+                              names[3], rel, org_col);
+    RETURN (SELECT pg_catalog.array_agg(pg_catalog.quote_ident(nsp) || '.' || pg_catalog.quote_ident(n))
+              FROM pg_catalog.unnest(names) n);
 END;
 $$;
 
@@ -444,7 +441,7 @@ BEGIN
         RAISE EXCEPTION 'msgbilling is already attached to table %', attached
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'msgbilling bills one messages table per database.',
-                  HINT = format('Call msgbilling.detach(%L) first.', attached);
+                  HINT = pg_catalog.format('Call msgbilling.detach(%L) first.', attached);
     END IF;
     IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = messages)
        NOT IN ('r', 'p') THEN
@@ -472,8 +469,8 @@ BEGIN
     -- the table; new rows then default to 'pending'.
     PERFORM msgbilling._add_column(messages, 'billing_status',
         'character varying(20)',
-        format('NOT NULL DEFAULT %L',
-               CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END));
+        pg_catalog.format('NOT NULL DEFAULT %L',
+                          CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END));
     PERFORM msgbilling._adopt_status(messages, bill_existing);
     PERFORM msgbilling._add_column(messages, 'cost_credits', 'numeric(10,6)');
     PERFORM msgbilling._add_column(messages, 'charged_at',
@@ -483,9 +480,9 @@ BEGIN
     PERFORM FROM pg_catalog.pg_constraint c
       WHERE c.conrelid = messages AND c.conname = 'msgbilling_status_check';
     IF NOT FOUND THEN
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
-                       ' CHECK (billing_status IN (''pending'', ''charged'','
-                       ' ''failed'', ''refunded'', ''legacy''))', messages);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
+                                  ' CHECK (billing_status IN (''pending'', ''charged'','
+                                  ' ''failed'', ''refunded'', ''legacy''))', messages);
     END IF;
 
     -- the config row's trigger gives the wallets and ledger the org type
@@ -499,13 +496,13 @@ BEGIN
     PERFORM msgbilling._create_guards(messages);
 
     PERFORM msgbilling._wake_worker();
-    EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
-                   messages) INTO legacy;
-    EXECUTE format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''pending''',
-                   messages) INTO pending;
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
+                              messages) INTO legacy;
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''pending''',
+                              messages) INTO pending;
     RAISE NOTICE 'msgbilling attached to table %', messages
-        USING DETAIL = format('%s existing messages are marked legacy and will not be billed;'
-                              ' %s are pending and will be.', legacy, pending);
+        USING DETAIL = pg_catalog.format('%s existing messages are marked legacy and will not be billed;'
+                                         ' %s are pending and will be.', legacy, pending);
     -- history() reads an org's messages by the org column.  msgbilling adds
     -- no full index for it (each would take a write per billed message):
     -- say so when none of the app's indexes starts with that column.
@@ -517,9 +514,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE NOTICE 'no index on table % starts with column %', messages, org_column
             USING DETAIL = 'msgbilling.history() reads an org''s messages by that column.',
-                  HINT = format('Create one, e.g. CREATE INDEX ON %s (%I, %I).',
-                                messages, org_column,
-                                COALESCE(created_column, pk.col));
+                  HINT = pg_catalog.format('Create one, e.g. CREATE INDEX ON %s (%I, %I).',
+                                           messages, org_column,
+                                           COALESCE(created_column, pk.col));
     END IF;
 END;
 $$;
@@ -548,9 +545,9 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF drop_columns AND NOT COALESCE(force, false) THEN
-        EXECUTE format('SELECT pg_catalog.count(*) FILTER (WHERE billing_status = ''pending''),'
-                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''failed'') FROM %s',
-                       messages) INTO pending, failed;
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE billing_status = ''pending''),'
+                                  ' pg_catalog.count(*) FILTER (WHERE billing_status = ''failed'') FROM %s',
+                                  messages) INTO pending, failed;
         IF pending + failed > 0 THEN
             RAISE EXCEPTION 'table % has % pending and % failed messages', messages, pending, failed
                 USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -559,19 +556,20 @@ BEGIN
         END IF;
     END IF;
     FOREACH idx IN ARRAY cfg.index_names LOOP
-        EXECUTE format('DROP INDEX IF EXISTS %s', idx);
+        EXECUTE pg_catalog.format('DROP INDEX IF EXISTS %s', idx);
     END LOOP;
     PERFORM msgbilling._drop_guards(messages);
     IF drop_columns THEN
-        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check,'
-                       ' DROP COLUMN cost_credits, DROP COLUMN charged_at,'
-                       ' DROP COLUMN billing_status, DROP COLUMN billing_error,'
-                       ' DROP COLUMN billing_ledger_id', messages);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check,'
+                                  ' DROP COLUMN cost_credits, DROP COLUMN charged_at,'
+                                  ' DROP COLUMN billing_status, DROP COLUMN billing_error,'
+                                  ' DROP COLUMN billing_ledger_id', messages);
     END IF;
     DELETE FROM msgbilling.config;
 END;
 $$;
 
+-- attach's and detach's helpers alter the app's table: theirs alone.
 REVOKE ALL ON FUNCTION msgbilling._wake_worker(),
     msgbilling._column_type(regclass, name, text, regtype[]),
     msgbilling._primary_key(regclass),
@@ -597,6 +595,7 @@ RETURNS bigint
 AS 'MODULE_PATHNAME', 'repend_no_price'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
+-- It puts failed messages back in line to be charged: set_price's alone.
 REVOKE ALL ON FUNCTION msgbilling._repend_no_price() FROM PUBLIC;
 
 CREATE FUNCTION msgbilling.set_price(model text, credits_per_token numeric,
@@ -631,7 +630,7 @@ BEGIN
                 WHERE p.model IS NOT DISTINCT FROM set_price.model
                   AND p.effective_from = set_price.effective_from) THEN
         RAISE EXCEPTION 'a price for % effective from % already exists',
-                        COALESCE('model ' || quote_literal(model), 'the default'),
+                        COALESCE('model ' || pg_catalog.quote_literal(model), 'the default'),
                         effective_from
             USING ERRCODE = 'unique_violation',
                   DETAIL = 'Prices are versioned and never rewritten.',
@@ -659,6 +658,8 @@ AS $$
      LIMIT 1
 $$;
 
+-- A price decides what every message costs; prices are private to the
+-- roles granted them.
 REVOKE ALL ON FUNCTION msgbilling.set_price(text, numeric, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION msgbilling.price_at(text, timestamptz) FROM PUBLIC;
 
@@ -713,7 +714,7 @@ REVOKE ALL ON FUNCTION msgbilling.top_up("any", numeric, text, text),
     msgbilling.retry_failed("any") FROM PUBLIC;
 
 -------------------------------------------------------------------------------
--- Billing (C, billing_api.c)
+-- Billing (C: billing_api.c; the app's trigger, trigger.c)
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION msgbilling.process_message_billing(message_id "any")
@@ -762,7 +763,7 @@ SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION msgbilling.bill_on_insert() FROM PUBLIC;
 
 -------------------------------------------------------------------------------
--- Reports (C, report.c)
+-- Reports (C, report.c; backlog() in PL/pgSQL)
 -------------------------------------------------------------------------------
 
 -- Pending messages, through the partial index on them (cheap); NULL when
@@ -781,9 +782,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    EXECUTE format('SELECT pg_catalog.count(*) FROM %s'
-                   ' WHERE billing_status OPERATOR(pg_catalog.=) ''pending''',
-                   attached) INTO n;
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s'
+                              ' WHERE billing_status OPERATOR(pg_catalog.=) ''pending''',
+                              attached) INTO n;
     RETURN n;
 END;
 $$;
@@ -820,14 +821,9 @@ REVOKE ALL ON FUNCTION msgbilling.backlog(),
 -- Scheduling drain with pg_cron (optional: msgbilling never requires it)
 -------------------------------------------------------------------------------
 
--- Both functions first check that pg_cron can run jobs for this database:
--- its library is loaded (shared_preload_libraries), cron.database_name
--- names this database, and the extension exists here.  The check is
--- written out in each (a shared helper would need its own EXECUTE grant).
--- Only superusers and pg_read_all_settings may read cron.database_name;
--- for other roles an installed pg_cron is trusted.
--- pg_cron's objects are named only in dynamic SQL (EXECUTE), so msgbilling
--- installs and runs without pg_cron.
+-- Both functions first check that pg_cron can run jobs for this database
+-- (_require_cron).  pg_cron's objects are named only in dynamic SQL
+-- (EXECUTE), so msgbilling installs and runs without pg_cron.
 --
 -- Neither is SECURITY DEFINER, on purpose: pg_cron runs a job as the role
 -- that scheduled it (the current user when cron.schedule runs), and in a
@@ -862,29 +858,27 @@ DECLARE
     installed boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_extension e
                                   WHERE e.extname = 'pg_cron');
 BEGIN
-    -- Without may_read, an installed pg_cron is trusted: CREATE EXTENSION
-    -- pg_cron works only in the database cron.database_name names.
     IF (may_read AND cron_db IS NULL) OR (NOT may_read AND NOT installed) THEN
         RAISE EXCEPTION '%', CASE WHEN installed
                                   THEN 'pg_cron is installed but not loaded'
-                                  ELSE format('pg_cron is not installed in database "%s"', db) END
+                                  ELSE pg_catalog.format('pg_cron is not installed in database "%s"', db) END
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'msgbilling runs CALL msgbilling.drain() as a pg_cron job; pg_cron must be loaded at server start and installed in this database.',
-                  HINT = format('Install pg_cron (apt install postgresql-%s-cron), add it to shared_preload_libraries'
-                                ' (shared_preload_libraries = ''pg_cron'') and set cron.database_name = %L in postgresql.conf,'
-                                ' restart the server, then run CREATE EXTENSION pg_cron in database %I.',
-                                pg_catalog.current_setting('server_version_num')::integer / 10000,
-                                db, db);
+                  HINT = pg_catalog.format('Install pg_cron (apt install postgresql-%s-cron), add it to shared_preload_libraries'
+                                           ' (shared_preload_libraries = ''pg_cron'') and set cron.database_name = %L in postgresql.conf,'
+                                           ' restart the server, then run CREATE EXTENSION pg_cron in database %I.',
+                                           pg_catalog.current_setting('server_version_num')::integer / 10000,
+                                           db, db);
     ELSIF may_read AND cron_db <> db THEN
         RAISE EXCEPTION '%', CASE WHEN installed
-                                  THEN format('pg_cron runs jobs from database "%s", not "%s"', cron_db, db)
-                                  ELSE format('pg_cron is not installed in database "%s"', db) END
+                                  THEN pg_catalog.format('pg_cron runs jobs from database "%s", not "%s"', cron_db, db)
+                                  ELSE pg_catalog.format('pg_cron is not installed in database "%s"', db) END
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('cron.database_name is %L: pg_cron keeps its jobs in that database only.', cron_db),
-                  HINT = format('In database %I, run %s;'
-                                ' or set cron.database_name = %L in postgresql.conf, restart the server,'
-                                ' and run CREATE EXTENSION pg_cron in database %I.',
-                                cron_db, in_cron_db, db, db);
+                  DETAIL = pg_catalog.format('cron.database_name is %L: pg_cron keeps its jobs in that database only.', cron_db),
+                  HINT = pg_catalog.format('In database %I, run %s;'
+                                           ' or set cron.database_name = %L in postgresql.conf, restart the server,'
+                                           ' and run CREATE EXTENSION pg_cron in database %I.',
+                                           cron_db, in_cron_db, db, db);
     ELSIF NOT installed THEN
         RAISE EXCEPTION 'pg_cron is not installed in database "%"', db
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -918,7 +912,7 @@ BEGIN
                   HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
     END IF;
 
-    PERFORM msgbilling._require_cron(format('SELECT cron.schedule_in_database(%L, %L, %L, %L)',
+    PERFORM msgbilling._require_cron(pg_catalog.format('SELECT cron.schedule_in_database(%L, %L, %L, %L)',
                                      'msgbilling-drain', schedule,
                                      'CALL msgbilling.drain()', pg_catalog.current_database()));
 
@@ -928,9 +922,9 @@ BEGIN
         RAISE EXCEPTION 'role "%" may not run msgbilling.drain()', current_user
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'pg_cron runs the job as the role that schedules it, so every run would fail.',
-                  HINT = format('GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO %1$I;'
-                                ' GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint) TO %1$I;',
-                                current_user);
+                  HINT = pg_catalog.format('GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO %1$I;'
+                                           ' GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint) TO %1$I;',
+                                           current_user);
     END IF;
 
     -- pg_cron upserts a named job by (name, user); an invalid cron
@@ -953,7 +947,7 @@ DECLARE
                                 ' WHERE j.jobname = $1 AND j.username = $2)';
     have_job boolean;
 BEGIN
-    PERFORM msgbilling._require_cron(format('SELECT cron.unschedule(%L)', 'msgbilling-drain'));
+    PERFORM msgbilling._require_cron(pg_catalog.format('SELECT cron.unschedule(%L)', 'msgbilling-drain'));
 
     EXECUTE exists_sql INTO have_job
       USING 'msgbilling-drain'::name, current_user::text;
@@ -988,6 +982,7 @@ RETURNS TABLE (database name, pid integer, state text, last_run timestamptz,
                billed bigint, last_error text)
 AS 'MODULE_PATHNAME', 'worker_status'
 LANGUAGE C VOLATILE;
+-- Operators' view: granted to whom they choose (the metrics view's reader).
 REVOKE ALL ON FUNCTION msgbilling.worker_status() FROM PUBLIC;
 
 -------------------------------------------------------------------------------
@@ -998,7 +993,8 @@ REVOKE ALL ON FUNCTION msgbilling.worker_status() FROM PUBLIC;
 -- Everything msgbilling.metrics shows, read as the extension's owner.
 --
 -- Cost: the counts by status (those of stats(), plus legacy) are one
--- sequential scan of the attached table, like stats(): fine for a scrape
+-- sequential scan of the attached table (stats() reads counters instead,
+-- but has no legacy count): fine for a scrape
 -- every minute or so, or cached by the exporter (cache_seconds in
 -- queries.yaml), not for every second on a table of hundreds of millions of
 -- rows.  backlog() counts the pending messages again through the partial
@@ -1036,19 +1032,19 @@ BEGIN
     attached := FOUND AND EXISTS (SELECT 1 FROM pg_catalog.pg_class r
                                    WHERE r.oid = cfg.messages);
     IF attached THEN
-        EXECUTE format('SELECT pg_catalog.count(*) FILTER (WHERE billing_status = ''pending''),'
-                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''charged''),'
-                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''failed''),'
-                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''refunded''),'
-                       ' pg_catalog.count(*) FILTER (WHERE billing_status = ''legacy''),'
-                       ' COALESCE(pg_catalog.sum(cost_credits) FILTER'
-                       ' (WHERE billing_status = ''charged''), 0)::pg_catalog.numeric,'
-                       ' pg_catalog.min(%s) FILTER (WHERE billing_status = ''pending'')'
-                       ' FROM %s',
-                       CASE WHEN cfg.created_column IS NULL
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FILTER (WHERE billing_status = ''pending''),'
+                                  ' pg_catalog.count(*) FILTER (WHERE billing_status = ''charged''),'
+                                  ' pg_catalog.count(*) FILTER (WHERE billing_status = ''failed''),'
+                                  ' pg_catalog.count(*) FILTER (WHERE billing_status = ''refunded''),'
+                                  ' pg_catalog.count(*) FILTER (WHERE billing_status = ''legacy''),'
+                                  ' COALESCE(pg_catalog.sum(cost_credits) FILTER'
+                                  ' (WHERE billing_status = ''charged''), 0)::pg_catalog.numeric,'
+                                  ' pg_catalog.min(%s) FILTER (WHERE billing_status = ''pending'')'
+                                  ' FROM %s',
+                                  CASE WHEN cfg.created_column IS NULL
                             THEN 'NULL::pg_catalog.timestamptz'
-                            ELSE format('%I::pg_catalog.timestamptz', cfg.created_column) END,
-                       cfg.messages)
+                            ELSE pg_catalog.format('%I::pg_catalog.timestamptz', cfg.created_column) END,
+                                  cfg.messages)
            INTO pending, charged, failed, refunded, legacy, credits_charged, oldest;
         -- NULL when nothing is pending, or without a created column
         oldest_pending_age_seconds :=

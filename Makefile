@@ -26,7 +26,8 @@ REGRESS_OPTS = --inputdir=. --outputdir=results_regress
 ISOLATION = concurrent_billers drain_vs_app max_messages retry_vs_biller \
 	idempotent_topup refund_races trigger_vs_drain stranded_failures
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
-# t/*.pl: TAP tests; each starts its own clusters (pg_cron, the worker).
+# t/*.pl: TAP tests; each starts its own clusters (pg_cron, the worker,
+# dump and restore).
 # installcheck runs every suite defined: run one with the others emptied,
 # e.g. make installcheck REGRESS= ISOLATION=   (TAP only).
 TAP_TESTS = 1

@@ -29,9 +29,7 @@ OUT=bench
 CSV=$OUT/results.csv
 PORT=${BENCH_PORT:-5496}
 
-mb_install_deps
-command -v gnuplot >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq gnuplot-nox >/dev/null
+MB_PACKAGES="$MB_PACKAGES gnuplot-nox" mb_install_deps
 mb_build
 mb_workdir
 trap mb_cleanup EXIT
@@ -65,13 +63,12 @@ fresh() {
     psql_q -d run -c "CHECKPOINT"
 }
 
-# Peak private memory (RssAnon, kB) of a backend while $2 runs in it.
-# Runs SQL in database run; prints "seconds wal_bytes peak_kb idle_kb".
+# Run SQL $1 in database run and measure it: prints "seconds wal_bytes
+# peak_kb idle_kb", the peak and idle private memory (RssAnon) of its backend.
 measure() {
-    local sql=$1 env=${2:-}
+    local sql=$1
     local f="$MB_WORK/measure.sql" samples="$MB_WORK/rss.txt"
     cat >"$f" <<EOF
-$env
 SELECT pg_backend_pid() AS pid, pg_current_wal_lsn() AS lsn0 \gset
 \setenv MB_PID :pid
 \! (grep RssAnon /proc/\$MB_PID/status | awk '{print \$2}' > $samples; while [ ! -e $samples.stop ]; do grep RssAnon /proc/\$MB_PID/status 2>/dev/null | awk '{print \$2}' >> $samples; sleep 0.05; done) &
@@ -196,12 +193,9 @@ echo "W3   INSERT p50/p99 idle $idle_p50/$idle_p99 ms, while billing $busy_p50/$
 # ---- W4: the worker's delay from commit to charge ----------------------------
 echo "== W4: worker delay, $W4_SAMPLES messages under light load"
 psql_q -d postgres -c "DROP DATABASE IF EXISTS w4" -c "CREATE DATABASE w4 TEMPLATE t_mb"
-psql_q -d w4 -c "UPDATE messages SET billing_status = 'legacy'" -v ON_ERROR_STOP=0 \
-    -c "SET msgbilling.repair = on" >/dev/null 2>&1 || true
 psql_q -d w4 <<EOF >/dev/null
 SET msgbilling.repair = on;
 UPDATE messages SET billing_status = 'legacy' WHERE billing_status = 'pending';
-SELECT msgbilling._wake_worker();
 CREATE PROCEDURE w4_insert(n integer) LANGUAGE plpgsql AS \$\$
 BEGIN
     FOR i IN 1..n LOOP
@@ -214,16 +208,19 @@ END \$\$;
 EOF
 # the worker for w4 failed to connect while w4 did not exist and comes back
 # within a minute (bgw_restart_time): measure once it is connected
+connected=0
 for _ in $(seq 1 90); do
-    [ "$(psql_v -d w4 -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'w4' AND backend_type = 'msgbilling worker'")" = 1 ] && break
+    [ "$(psql_v -d w4 -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'w4' AND backend_type = 'msgbilling worker'")" = 1 ] && connected=1 && break
     sleep 1
 done
+[ "$connected" = 1 ] || echo "W4   warning: the worker of w4 did not connect within 90 s"
 sleep 1
 psql_q -d w4 -c "CALL w4_insert($W4_SAMPLES)"
 sleep 2
 read -r w4_p50 w4_p99 <<<"$(psql_v -d w4 -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)::numeric, 1), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)::numeric, 1) FROM (SELECT extract(epoch FROM charged_at - created_at) * 1000 AS d FROM messages WHERE content = 'w4') s" | tr '|' ' ')"
 echo "W4,worker delay p50/p99 ms,$W4_SAMPLES,$w4_p50/$w4_p99,,,," >>"$CSV"
-echo "W4   worker delay p50 $w4_p50 ms, p99 $w4_p99 ms"
+w4_charged=$(psql_v -d w4 -c "SELECT count(charged_at) FROM messages WHERE content = 'w4'")
+echo "W4   worker delay p50 $w4_p50 ms, p99 $w4_p99 ms ($w4_charged of $W4_SAMPLES charged)"
 
 # ---- Report ------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

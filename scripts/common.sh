@@ -1,6 +1,6 @@
-# common.sh — shared by scripts/test.sh and scripts/demo.sh: install the
-# packages msgbilling needs, build and install it, and run throwaway
-# clusters as the postgres OS user (initdb refuses to run as root).
+# common.sh — shared by the test, demo, bench, stress and example scripts:
+# install the packages msgbilling needs, build and install it, and run
+# throwaway clusters as the postgres OS user (initdb refuses to run as root).
 # Sourced, not run.
 
 PG_MAJOR=${PG_MAJOR:-15}

@@ -5,9 +5,9 @@
 #   bash scripts/test.sh
 #
 # Installs what it needs on Debian 12 (as root, or through sudo), builds
-# with -Werror, installs the extension, and runs the suites (pg_regress,
-# isolation, TAP, then a 20-second stress run) as the postgres OS user on
-# a copy of the tree.
+# with -Werror, installs the extension, and runs the suites as the postgres
+# OS user: pg_regress and isolation (on a copy of the tree), TAP, the Node
+# example's tests, the exporter test, then a 20-second stress run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh

@@ -1,6 +1,6 @@
 -- The comparators msgbilling is measured against, created in each
 -- benchmark database of msgbilling's schema (the guide's schema gets only
--- the set-based statement, in set_based_guide.sql).
+-- the set-based statement, in set_based.sql).
 
 -- (c) what a user writes by hand: a PL/pgSQL loop, one message at a time.
 CREATE FUNCTION bench_plpgsql_loop(max_messages integer) RETURNS integer

@@ -1,7 +1,8 @@
 -- (a)/(b) the physical-limit reference: one set-based statement that does
 -- the writes billing does (status, cost and charged_at of every message,
 -- one wallet update and one ledger entry per org) with no checks at all.
--- :credits and :ledger name the wallet and ledger tables of the schema.
+-- :prices, :credits and :ledger name the schema's price, wallet and ledger
+-- tables; :price_order orders a model's prices newest first.
 WITH p AS (
     SELECT m.model, COALESCE(pm.credits_per_token, pd.credits_per_token) AS price
       FROM (SELECT DISTINCT model FROM messages) m

@@ -11,11 +11,6 @@
 # exporter on 127.0.0.1 (a free port) as a pg_monitor role over the unix
 # socket, reads /metrics with curl and checks the msgbilling_* series.
 # Prints "N passed, N failed"; exits non-zero on any failure.
-#
-# msgbilling.metrics comes with the extension.  Where the installed
-# extension has no such view yet, the script applies $MB_METRICS_SQL
-# (default /tmp/metrics_part.sql) after CREATE EXTENSION, with a stub
-# msgbilling.worker_status() when that function does not exist either.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -23,7 +18,6 @@ cd "$here/../.."
 
 EXPORTER=${EXPORTER:-prometheus-postgres-exporter}
 QUERIES="$here/queries.yaml"
-MB_METRICS_SQL=${MB_METRICS_SQL:-/tmp/metrics_part.sql}
 
 passed=0
 failed=0
@@ -60,26 +54,6 @@ psql_pg() {
 
 # --- the database: extension, metrics, an attached table, some billing ---
 psql_pg -c 'CREATE EXTENSION msgbilling'
-stubbed=false
-if [ "$(psql_pg -Atc "SELECT to_regclass('msgbilling.metrics') IS NULL")" = t ]; then
-    if [ ! -r "$MB_METRICS_SQL" ]; then
-        not_ok "the extension has no msgbilling.metrics and $MB_METRICS_SQL is missing"
-        echo "$passed passed, $failed failed"
-        exit 1
-    fi
-    echo "== msgbilling.metrics not in the extension: applying $MB_METRICS_SQL"
-    if [ "$(psql_pg -Atc "SELECT to_regprocedure('msgbilling.worker_status()') IS NULL")" = t ]; then
-        echo "== no msgbilling.worker_status(): a stub returning no rows"
-        stubbed=true
-        psql_pg -c "CREATE FUNCTION msgbilling.worker_status()
-            RETURNS TABLE (database name, pid integer, state text,
-                           last_run timestamptz, billed bigint, last_error text)
-            LANGUAGE sql AS 'SELECT NULL::name, NULL::integer, NULL::text,
-                NULL::timestamptz, NULL::bigint, NULL::text WHERE false'"
-    fi
-    psql_pg <"$MB_METRICS_SQL"
-fi
-
 psql_pg >/dev/null <<'SQL'
 CREATE TABLE messages (
     id bigserial PRIMARY KEY,
@@ -243,17 +217,6 @@ psql_pg >/dev/null <<'SQL'
 SELECT msgbilling.top_up('b0000000-0000-4000-8000-00000000000b', 10);
 CALL msgbilling.drain();
 SQL
-if $stubbed; then
-    # a worker here and one in another database: the view shows this one's
-    psql_pg -c "CREATE OR REPLACE FUNCTION msgbilling.worker_status()
-        RETURNS TABLE (database name, pid integer, state text,
-                       last_run timestamptz, billed bigint, last_error text)
-        LANGUAGE sql AS \$\$
-            VALUES ('elsewhere'::name, 7, 'sleeping', now(), 99::bigint, NULL::text),
-                   (current_database(), 4242, 'backoff',
-                    '2026-01-01 00:00:00+00'::timestamptz, 1234::bigint, 'boom')
-        \$\$"
-fi
 scrape
 expect msgbilling_pending = 4          # cached: cache_seconds 60
 exporter_stop
@@ -267,12 +230,6 @@ expect msgbilling_legacy = 3
 expect msgbilling_credits_charged = 11
 expect msgbilling_backlog = 0
 expect msgbilling_oldest_pending_age_seconds = 0
-if $stubbed; then
-    expect msgbilling_worker_running = 1
-    expect msgbilling_worker_billed_total = 1234
-    expect msgbilling_worker_last_run_timestamp_seconds = 1767225600
-    expect msgbilling_worker_error = 1
-fi
 
 echo "== 3. detached: attached 0, the counts unknown (NaN)"
 psql_pg -c "SELECT msgbilling.detach('messages')" >/dev/null

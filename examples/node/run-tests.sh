@@ -14,17 +14,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 . scripts/common.sh
 
-for tool in node npm curl; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "== installing $tool"
-        case $tool in
-            node | npm) pkgs="nodejs npm" ;;
-            curl) pkgs=curl ;;
-        esac
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
-    fi
-done
+# curl comes with msgbilling's packages; a node and npm installed outside
+# Debian's packages will do
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    mb_install_deps
+else
+    MB_PACKAGES="$MB_PACKAGES nodejs npm" mb_install_deps
+fi
 
 echo "== node $(node --version), npm $(npm --version 2>/dev/null): npm ci"
 (cd "$here" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)

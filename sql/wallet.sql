@@ -64,6 +64,13 @@ SELECT c.org_id, c.balance, sum(l.amount) AS ledger_sum
  GROUP BY c.org_id, c.balance ORDER BY c.org_id;
 SELECT check_name, ok FROM msgbilling.verify();
 
+-- The ledger is append-only: without the repair switch even the owner
+-- cannot change, delete or truncate an entry.
+UPDATE msgbilling.ledger SET amount = 0;
+DELETE FROM msgbilling.ledger;
+TRUNCATE msgbilling.ledger;
+SELECT count(*) AS entries FROM msgbilling.ledger;
+
 -- Integer org ids: literals, text and bigint all name the same wallet.
 SELECT msgbilling.detach('messages', drop_columns => true);
 -- (starting over takes the superuser's repair switch: the ledger is

@@ -113,10 +113,19 @@ run_exporter() {
         bash examples/monitoring/test-exporter.sh
 }
 
+# a failure before the suites report (install, build, cluster) still ends
+# with the summary line
+summarized=0
+on_exit() {
+    local rc=$?
+    [ "$summarized" = 1 ] || echo "$passed passed, $((failed + 1)) failed"
+    mb_cleanup
+    return "$rc"
+}
+trap on_exit EXIT
 mb_install_deps
 mb_build
 mb_workdir
-trap mb_cleanup EXIT
 cp -a . "$MB_WORK/tree"
 as_root chown -R postgres "$MB_WORK/tree"
 mb_cluster_start 5491 "max_prepared_transactions = 10"
@@ -128,5 +137,6 @@ run_node
 run_exporter
 run_stress
 
+summarized=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -42,7 +42,7 @@ CREATE TABLE msgbilling.config (
     model_column name,
     created_column name,
     org_type regtype NOT NULL,
-    index_names name[] NOT NULL,
+    index_names text[] NOT NULL,  -- schema-qualified: may pass 63 bytes
     attached_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
@@ -374,22 +374,27 @@ $$;
 -- msgbilling query filters on it.
 CREATE FUNCTION msgbilling._create_indexes(rel regclass, key_col name,
                                            org_col name, created_col name)
-RETURNS name[]
+RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    base text := pg_catalog.left((SELECT c.relname FROM pg_catalog.pg_class c
-                                   WHERE c.oid = rel), 40);
+    base text := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = rel);
     nsp name := (SELECT n.nspname FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.oid = rel);
     order_cols text := CASE WHEN created_col IS NULL THEN pg_catalog.quote_ident(key_col)
                        ELSE pg_catalog.format('%I, %I', created_col, key_col) END;
-    names name[] := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
-                          base || '_mb_failed'];
+    names name[];
     old regclass;
 BEGIN
+    -- The table name cut to 40 bytes (not characters: a name holds 63
+    -- bytes), so that the suffixes keep the three names whole and apart.
+    WHILE pg_catalog.octet_length(base) > 40 LOOP
+        base := pg_catalog.left(base, -1);
+    END LOOP;
+    names := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
+                   base || '_mb_failed'];
     -- An earlier attach may have left them (DROP EXTENSION does not touch
     -- the app's table): drop ours, never an index of another table (an
     -- index of rel lives in rel's schema).
@@ -425,6 +430,7 @@ DECLARE
     attached regclass;
     legacy bigint;
     pending bigint;
+    kind "char";
 BEGIN
     IF messages IS NULL THEN
         RAISE EXCEPTION 'messages table must not be NULL'
@@ -443,8 +449,11 @@ BEGIN
                   DETAIL = 'msgbilling bills one messages table per database.',
                   HINT = pg_catalog.format('Call msgbilling.detach(%L) first.', attached);
     END IF;
-    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = messages)
-       NOT IN ('r', 'p') THEN
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = messages;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', messages::pg_catalog.oid
+            USING ERRCODE = 'undefined_table';
+    ELSIF kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', messages
             USING ERRCODE = 'wrong_object_type';
     END IF;
@@ -461,6 +470,19 @@ BEGIN
     IF created_column IS NOT NULL THEN
         PERFORM msgbilling._column_type(messages, created_column, 'created',
             '{timestamp with time zone,timestamp without time zone}');
+        -- An org's messages are billed in order of creation: one without a
+        -- creation time would have no place in that order.
+        PERFORM FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = messages AND a.attname = created_column
+            AND a.attnotnull;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'created column "%" of table % must be NOT NULL',
+                            created_column, messages
+                USING ERRCODE = 'invalid_table_definition',
+                      DETAIL = 'msgbilling bills an org''s messages in order of creation.',
+                      HINT = pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;',
+                                               messages, created_column);
+        END IF;
     END IF;
 
     -- Rows already in the table get the status they are added with:
@@ -532,7 +554,7 @@ DECLARE
     cfg msgbilling.config;
     pending bigint;
     failed bigint;
-    idx name;
+    idx text;
 BEGIN
     IF messages IS NULL THEN
         RAISE EXCEPTION 'messages table must not be NULL'
@@ -781,6 +803,12 @@ BEGIN
     SELECT c.messages INTO attached FROM msgbilling.config c;
     IF NOT FOUND THEN
         RETURN NULL;
+    END IF;
+    PERFORM FROM pg_catalog.pg_class r WHERE r.oid = attached;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the messages table attached to msgbilling no longer exists'
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Attach the app''s table with msgbilling.attach(): it replaces the dropped one.';
     END IF;
     EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s'
                               ' WHERE billing_status OPERATOR(pg_catalog.=) ''pending''',

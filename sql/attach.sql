@@ -61,6 +61,8 @@ $$;
 SELECT msgbilling.attach(NULL);
 -- a relation that does not exist fails in the regclass cast
 SELECT msgbilling.attach('no_such_table');
+-- an OID that names no relation
+SELECT msgbilling.attach(4294967295::oid::regclass);
 
 -- a view is not a table
 CREATE TABLE app_msgs (
@@ -233,6 +235,12 @@ INSERT INTO "Chat Messages" VALUES
     ('00000000-0000-0000-0000-000000000001', 'acme', 100, 'small', '2024-01-01 10:00'),
     ('00000000-0000-0000-0000-000000000002', 'acme', 200, 'large', '2024-01-01 11:00');
 
+-- a created column must be NOT NULL: messages are billed in its order
+SELECT msgbilling.attach('"Chat Messages"', org_column => 'tenant',
+                         tokens_column => 'n_tokens', model_column => 'llm',
+                         created_column => 'sent_at', bill_existing => true);
+SELECT count(*) AS attached FROM msgbilling.config;
+ALTER TABLE "Chat Messages" ALTER COLUMN sent_at SET NOT NULL;
 SELECT msgbilling.attach('"Chat Messages"', org_column => 'tenant',
                          tokens_column => 'n_tokens', model_column => 'llm',
                          created_column => 'sent_at', bill_existing => true);
@@ -305,6 +313,14 @@ SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, cost_credits, charged_at IS NOT NULL AS charged,
        billing_error, billing_ledger_id IS NOT NULL AS has_ledger_entry
   FROM messages ORDER BY id;
+
+-- NOT NULL dropped after attach: billing stops with the fix, bills nothing
+ALTER TABLE messages ALTER COLUMN created_at DROP NOT NULL;
+INSERT INTO messages (id, org_id, tokens_used, model, created_at)
+VALUES (6, 'aaaaaaaa-0000-0000-0000-000000000000', 1, 'm1', NULL);
+SELECT * FROM msgbilling.process_all_pending();
+DELETE FROM messages WHERE id = 6;
+ALTER TABLE messages ALTER COLUMN created_at SET NOT NULL;
 
 -- a failed message blocks dropping the columns
 SELECT msgbilling.detach('messages', drop_columns => true);
@@ -483,6 +499,19 @@ SELECT msgbilling.detach('org_indexed');
 CREATE INDEX ON org_indexed (org_id, id);
 SELECT msgbilling.attach('org_indexed');
 SELECT msgbilling.detach('org_indexed', drop_columns => true);
+-- Long names: index names are cut to fit 63 bytes (counting bytes, not
+-- characters), and detach finds them by their whole schema-qualified names.
+CREATE SCHEMA "ein_sehr_langer_schemaname_für_die_nachrichten_der_app";
+CREATE TABLE "ein_sehr_langer_schemaname_für_die_nachrichten_der_app"."Nachrichten_für_Kunden_mit_Umlauten_äöüÄÖÜß"
+    (id bigint PRIMARY KEY, org_id uuid, tokens_used integer);
+SELECT msgbilling.attach('"ein_sehr_langer_schemaname_für_die_nachrichten_der_app"."Nachrichten_für_Kunden_mit_Umlauten_äöüÄÖÜß"');
+SELECT name, octet_length(name) AS bytes
+  FROM attach_indexes('"ein_sehr_langer_schemaname_für_die_nachrichten_der_app"."Nachrichten_für_Kunden_mit_Umlauten_äöüÄÖÜß"');
+SELECT idx FROM msgbilling.config, unnest(index_names) idx;
+SELECT msgbilling.detach('"ein_sehr_langer_schemaname_für_die_nachrichten_der_app"."Nachrichten_für_Kunden_mit_Umlauten_äöüÄÖÜß"');
+SELECT name
+  FROM attach_indexes('"ein_sehr_langer_schemaname_für_die_nachrichten_der_app"."Nachrichten_für_Kunden_mit_Umlauten_äöüÄÖÜß"');
+DROP SCHEMA "ein_sehr_langer_schemaname_für_die_nachrichten_der_app" CASCADE;
 DROP TABLE has_status, odd_status, guide_done, org_indexed;
 DROP EXTENSION msgbilling;
 

@@ -525,6 +525,7 @@ SELECT msgbilling.attach('doomed');
 DROP TABLE doomed;
 SELECT * FROM msgbilling.process_all_pending();
 SELECT msgbilling.top_up('big', 1);
+SELECT msgbilling.backlog();
 -- re-attaching the first table replaces the dropped one and keeps its data
 SELECT msgbilling.attach('"Sch;ema"."Weird ""Name"" Table"',
                          org_column => 'user', tokens_column => 'select',

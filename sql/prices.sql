@@ -33,14 +33,13 @@ SELECT msgbilling.price_at('gpt-4o', '2024-03-01') AS march,
        msgbilling.price_at('unknown-model', '2024-03-01') AS fallback,
        msgbilling.price_at('gpt-4o', '2023-01-01') AS before_any;
 
--- Messages are priced at their creation time; without a created column,
--- at billing time.
+-- Messages are priced at their creation time.
 CREATE TABLE messages (
     id bigint PRIMARY KEY,
     org_id text NOT NULL,
     tokens_used bigint,
     model varchar(40),
-    created_at timestamptz
+    created_at timestamptz NOT NULL
 );
 SELECT msgbilling.attach('messages', model_column => 'model',
                          created_column => 'created_at');
@@ -51,8 +50,7 @@ INSERT INTO messages (id, org_id, tokens_used, model, created_at) VALUES
     (3, 'acme', 100, 'other', '2024-07-01'),      -- default => 0.100000
     (4, 'acme', 100, NULL, '2024-07-01'),         -- default => 0.100000
     (5, 'acme', 100, 'free-model', '2024-07-01'), -- 0 => 0.000000, charged
-    (6, 'acme', 100, 'gpt-4o', '2023-06-01'),     -- no price yet => no_price
-    (7, 'acme', 100, 'gpt-4o', NULL);             -- no time: billing time
+    (6, 'acme', 100, 'gpt-4o', '2023-06-01');     -- no price yet => no_price
 SELECT * FROM msgbilling.process_all_pending();
 SELECT id, model, created_at::date, billing_status, cost_credits, billing_error
   FROM messages ORDER BY id;
@@ -89,6 +87,17 @@ SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, cost_credits, billing_error FROM messages
  WHERE id IN (6, 20) ORDER BY id;
 SELECT check_name, ok FROM msgbilling.verify();
+
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+
+-- Without a created column a message is priced at billing time: the
+-- newest price, from a minute ago, over the 2024 one.
+SELECT msgbilling.attach('messages', model_column => 'model');
+SELECT msgbilling.set_price('gpt-4o', 0.03, now() - interval '1 minute') > 0 AS set;
+INSERT INTO messages (id, org_id, tokens_used, model, created_at)
+VALUES (30, 'acme', 100, 'gpt-4o', '2024-07-01');
+SELECT * FROM msgbilling.process_all_pending();
+SELECT id, billing_status, cost_credits FROM messages WHERE id = 30;
 
 SELECT msgbilling.detach('messages', drop_columns => true, force => true);
 DROP TABLE messages;

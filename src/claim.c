@@ -588,8 +588,8 @@ check_order(Batch *b)
 		last = &b->rows[o->first + o->nrows - 1];
 		map[n] = i;
 		orgs[n] = o->org;
-		/* rows without a creation time sort last; compare them by key */
-		crs[n] = last->created_null ? (Datum) 0 : last->created_raw;
+		/* used with a created column only, which is NOT NULL (config.c) */
+		crs[n] = last->created_raw;
 		counts[n] = Int64GetDatum(o->nrows);
 		lasts[n++] = last->key;
 	}

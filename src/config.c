@@ -10,10 +10,13 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "config.h"
 #include "convert.h"
@@ -80,6 +83,35 @@ column_type(Oid relid, const char *col, const char *role, const Oid *allowed)
 	return InvalidOid;
 }
 
+/*
+ * The created column must stay NOT NULL, as attach required: an org's
+ * messages are billed in order of creation, and the order checks compare
+ * creation times.
+ */
+static void
+check_created_not_null(Oid relid, const char *col)
+{
+	HeapTuple	tup = SearchSysCacheAttName(relid, col);
+	bool		not_null;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for column \"%s\" of relation %u",
+			 col, relid);
+	not_null = ((Form_pg_attribute) GETSTRUCT(tup))->attnotnull;
+	ReleaseSysCache(tup);
+	if (!not_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("created column \"%s\" of attached table %s must be NOT NULL",
+						col, get_rel_name(relid)),
+				 errdetail("msgbilling bills an org's messages in order of creation; "
+						   "NOT NULL was dropped after msgbilling.attach()."),
+				 errhint("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL;",
+						 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+													get_rel_name(relid)),
+						 quote_identifier(col))));
+}
+
 /* The billing columns attach added must still be there, as they were. */
 static void
 check_billing_columns(Oid relid)
@@ -113,7 +145,8 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("the messages table attached to msgbilling no longer exists"),
-				 errhint("Call msgbilling.detach() and attach the new table.")));
+				 errhint("Attach the app's table with msgbilling.attach(): it "
+						 "replaces the dropped one.")));
 	nsp = get_namespace_name(get_rel_namespace(cfg->relid));
 	cfg->relname = quote_qualified_identifier(nsp, rel);
 	cfg->key_type = column_type(cfg->relid, config_text(tup, desc, 2), "key",
@@ -133,8 +166,11 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 		(void) column_type(cfg->relid, config_text(tup, desc, 5), "model",
 						   model_types);
 	if (cfg->created_col)
+	{
 		cfg->created_type = column_type(cfg->relid, config_text(tup, desc, 6),
 										"created", created_types);
+		check_created_not_null(cfg->relid, config_text(tup, desc, 6));
+	}
 	cfg->key_array_type = get_array_type(cfg->key_type);
 	cfg->org_array_type = get_array_type(cfg->org_type);
 	return cfg;

@@ -130,12 +130,17 @@ bill_inserted_guarded(TriggerData *td)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		/* the error's own detail and hint still say what to do about it */
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg(MB_LOG_PREFIX "could not bill the inserted messages: %s",
 						edata->message),
+				 edata->detail ?
+				 errdetail("%s The messages stay pending; a later billing run "
+						   "bills them.", edata->detail) :
 				 errdetail("The messages stay pending; a later billing run "
-						   "bills them.")));
+						   "bills them."),
+				 edata->hint ? errhint("%s", edata->hint) : 0));
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();

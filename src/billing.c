@@ -126,12 +126,11 @@ write_messages_sql(const MbConfig *cfg)
 					" charged_at = CASE WHEN u.lid IS NULL THEN NULL"
 					" ELSE pg_catalog.now() END,"
 					" billing_error = u.err, billing_ledger_id = u.lid"
-					" FROM ROWS FROM (pg_catalog.unnest($1),"
-					" pg_catalog.unnest($2::pg_catalog.text[]),"
-					" pg_catalog.unnest($3::pg_catalog.numeric[]),"
-					" pg_catalog.unnest($4::pg_catalog.text[]),"
-					" pg_catalog.unnest($5::pg_catalog.int8[]))"
-					" AS u(tid, st, cost, err, lid)"
+					" FROM (SELECT pg_catalog.unnest($1) AS tid,"
+					" pg_catalog.unnest($2::pg_catalog.text[]) AS st,"
+					" pg_catalog.unnest($3::pg_catalog.numeric[]) AS cost,"
+					" pg_catalog.unnest($4::pg_catalog.text[]) AS err,"
+					" pg_catalog.unnest($5::pg_catalog.int8[]) AS lid) u"
 					" WHERE m.ctid = u.tid",
 					cfg->relname);
 }

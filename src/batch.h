@@ -74,6 +74,7 @@ typedef struct Batch
 	int			nrows;
 	BatchRow   *rows;
 	int64		skipped;		/* peeked messages of busy orgs */
+	bool		peeked_all;		/* the peek saw every billable message */
 } Batch;
 
 /* claim.c */

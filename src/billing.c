@@ -416,6 +416,7 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	Batch		b;
 	Decisions	d;
 	int64		looked = 0;
+	int64		skipped_before = totals->skipped;
 	int			guc_level;
 	int			i;
 
@@ -444,6 +445,14 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 		write_messages(&b, &d);
 		totals->skipped += b.skipped;
 	}
+	/*
+	 * A run that saw every pending message and claimed them all (its claims
+	 * take whole orgs, so fewer than limit means no org was cut short)
+	 * leaves nothing behind: the caller need not look again.
+	 */
+	totals->drained = (mode == MB_CLAIM_ALL || mode == MB_CLAIM_ORG) &&
+		(b.norgs == 0 || (b.peeked_all && looked < limit &&
+						  totals->skipped == skipped_before));
 	AtEOXact_GUC(true, guc_level);
 	MemoryContextSwitchTo(caller);
 	totals->credits = datumCopy(totals->credits, false, -1);

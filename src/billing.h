@@ -28,6 +28,9 @@ typedef struct MbTotals
 	Datum		credits;		/* numeric: sum of charged costs */
 	const char *last_status;	/* status of the last requested message */
 	int64		requested;		/* requested messages decided */
+	bool		drained;		/* the last batch saw every pending message
+								 * and billed them all: none is left but
+								 * those committed since */
 } MbTotals;
 
 extern void mb_totals_init(MbTotals *totals);

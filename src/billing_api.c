@@ -174,7 +174,8 @@ bill_pending(FunctionCallInfo fcinfo, int64 max, MbTotals *t)
 		int64		claimed = mb_bill_batch(cfg, mode, org, limit, t);
 
 		max -= claimed;
-		if (claimed == 0 || max <= 0 || t->skipped > skipped_before)
+		if (claimed == 0 || t->drained || max <= 0 ||
+			t->skipped > skipped_before)
 			break;
 	}
 }
@@ -322,7 +323,8 @@ drain(PG_FUNCTION_ARGS)
 			SPI_start_transaction();
 #endif
 		}
-	} while (claimed > 0 && t.skipped == skipped_before);
+		/* fewer than asked for: process_all_pending found nothing more */
+	} while (claimed == batch_size && t.skipped == skipped_before);
 	log_totals("drain", &t, start);
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -345,6 +345,8 @@ peek(Batch *b, int64 limit)
 	char		nulls[2] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' '};
 	uint64		i;
 
+	int64		seen = 0;
+
 	mb_exec_plan(mb_plan(ids[b->mode], builders[b->mode], 2, argtypes),
 				 values, nulls, SPI_OK_SELECT);
 	b->norgs = (int) SPI_processed;
@@ -359,7 +361,10 @@ peek(Batch *b, int64 limit)
 														SPI_tuptable->tupdesc,
 														2, &isnull));
 		b->orgs[i].state = WALLET_MISSING;
+		seen += b->orgs[i].peeked;
 	}
+	/* fewer than it asked for: it saw them all */
+	b->peeked_all = seen < DatumGetInt64(values[0]);
 }
 
 /*

@@ -60,6 +60,12 @@ define_worker_gucs(void)
 							"worker before that (msgbilling.wake_on_commit).",
 							&mb_naptime_ms, 10000, 10, 24 * 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("msgbilling.wake_interval",
+							"Least time between the starts of two drains of a billing worker.",
+							"Commits that wake the worker within it are billed "
+							"together, in one transaction, when it ends.",
+							&mb_wake_interval_ms, 100, 0, 60 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("msgbilling.enabled",
 							 "Whether the billing workers bill.",
 							 NULL, &mb_enabled, true,

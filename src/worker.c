@@ -29,6 +29,7 @@
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #include "billing.h"
@@ -41,6 +42,7 @@
 char	   *mb_databases = NULL;
 char	   *mb_role = NULL;
 int			mb_naptime_ms = 10000;
+int			mb_wake_interval_ms = 100;
 bool		mb_enabled = true;
 
 PGDLLEXPORT void mb_worker_main(Datum arg);
@@ -61,6 +63,8 @@ static MemoryContext worker_cxt;
 static char *last_problem = NULL;	/* last error or idle reason logged */
 static int64 billed_total = 0;
 static int64 backlog = -1;			/* pending at the last count, -1: unknown */
+static TimestampTz backlog_counted_at = 0;
+static TimestampTz last_drain_start = 0;
 static long backoff_ms = 0;
 
 /* SIGTERM: stop between batches. */
@@ -215,8 +219,17 @@ bill_one_batch(int slot, bool first, int64 *claimed, int64 *skipped)
 	*skipped = 0;
 	if (OidIsValid(relid))
 	{
-		if (first)
+		/*
+		 * Counted for worker_status() at most once a naptime: a worker woken
+		 * by every commit would otherwise count at every one.
+		 */
+		if (first && TimestampDifferenceExceeds(backlog_counted_at,
+												GetCurrentTimestamp(),
+												mb_naptime_ms))
+		{
 			backlog = count_backlog();
+			backlog_counted_at = GetCurrentTimestamp();
+		}
 		mb_totals_init(&t);
 		*claimed = mb_drain_batch((Datum) 0, TEXTOID, true, mb_batch_size, &t);
 		*skipped = t.skipped;
@@ -299,8 +312,36 @@ drain_cycle(int slot)
 					 "msgbilling is not installed in this database; idle" :
 					 state == CYCLE_NOT_ATTACHED ?
 					 "no table is attached to msgbilling; idle" : NULL);
-		if (state != CYCLE_BILLED || claimed == 0 || skipped > 0)
+		/*
+		 * process_all_pending bills until nothing is left or batch_size
+		 * messages: fewer means it found nothing more.
+		 */
+		if (state != CYCLE_BILLED || claimed < mb_batch_size || skipped > 0)
 			return mb_naptime_ms;
+	}
+}
+
+/*
+ * Wait out the rest of msgbilling.wake_interval since the last drain began,
+ * so that a stream of commits, each of which sets the latch, is billed in
+ * a transaction per interval rather than one per message.  SIGTERM and
+ * SIGHUP still end the wait.
+ */
+static void
+wait_wake_interval(void)
+{
+	for (;;)
+	{
+		long		waited = TimestampDifferenceMilliseconds(last_drain_start,
+															 GetCurrentTimestamp());
+
+		if (got_sigterm || waited >= mb_wake_interval_ms)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 mb_wake_interval_ms - waited, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		reload_if_asked();
 	}
 }
 
@@ -332,7 +373,11 @@ mb_worker_main(Datum arg)
 
 		reload_if_asked();
 		if (mb_enabled && !RecoveryInProgress())
+		{
+			wait_wake_interval();
+			last_drain_start = GetCurrentTimestamp();
 			sleep_ms = drain_cycle(slot);
+		}
 		report_progress(STATE_IDLE, mb_enabled ? "sleeping" : "disabled");
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);

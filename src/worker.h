@@ -10,6 +10,7 @@
 extern char *mb_databases;
 extern char *mb_role;
 extern int	mb_naptime_ms;
+extern int	mb_wake_interval_ms;
 extern bool mb_enabled;
 
 extern void mb_worker_register(void);

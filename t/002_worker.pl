@@ -1,5 +1,5 @@
 # The billing background worker on real clusters: it drains a backlog,
-# wakes on commit, follows a naptime change on SIGHUP, survives kill -9 of
+# wakes on commit, bills the commits of a wake_interval together, follows a naptime change on SIGHUP, survives kill -9 of
 # itself and of a backend in the middle of a drain, backs off without
 # flooding the log, and bills nothing on a standby until promotion.
 use strict;
@@ -58,8 +58,9 @@ pass('the worker runs with its own backend type');
 is( sql($primary,
 		"SELECT count(*) FROM pg_settings WHERE name IN ('msgbilling.database',"
 		  . " 'msgbilling.naptime', 'msgbilling.batch_size', 'msgbilling.role',"
-		  . " 'msgbilling.enabled', 'msgbilling.wake_on_commit')"),
-	'6', 'its settings are in pg_settings');
+		  . " 'msgbilling.enabled', 'msgbilling.wake_on_commit',"
+		  . " 'msgbilling.wake_interval')"),
+	'7', 'its settings are in pg_settings');
 # wake it a few times: it must log "not installed" once, not every time
 for (1 .. 3)
 {
@@ -118,6 +119,31 @@ $primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')
   or die 'the fresh message was not billed';
 my $delay = time() - $start;
 ok($delay < 30, "wake on commit: a fresh message billed after ${delay}s, naptime 1h");
+
+# -------------------------------------------------------------------------
+# wake_interval: commits that wake the worker within it are billed together
+# -------------------------------------------------------------------------
+
+sql($primary, "ALTER SYSTEM SET msgbilling.wake_interval = '5s'");
+$primary->reload;
+sleep 1;
+# its last drain began long ago: this commit is billed at once
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (4, 10)');
+$primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')
+  or die 'the message was not billed';
+# two more commits right after that drain began: they wait for its interval
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (4, 11)');
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (4, 12)');
+is(sql($primary, 'SELECT msgbilling.backlog()'),
+	'2', 'commits within wake_interval of the last drain wait for its end');
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'then they are billed');
+is( sql($primary,
+		'SELECT count(DISTINCT billing_ledger_id), min(billing_status) FROM messages'
+		  . ' WHERE org_id = 4 AND tokens_used IN (11, 12)'),
+	'1|charged', 'together: one transaction, one charge entry for both');
+sql($primary, "ALTER SYSTEM RESET msgbilling.wake_interval");
+$primary->reload;
 
 # -------------------------------------------------------------------------
 # SIGHUP: a new naptime applies without a restart

@@ -87,6 +87,18 @@ SELECT id, org_id = :d AS of_d, billing_status FROM messages
 SELECT * FROM msgbilling.process_all_pending();
 SELECT org_id = :d AS of_d, message_count FROM msgbilling.ledger
  WHERE kind = 'charge' AND org_id IN (:d, :e) ORDER BY id;
+-- More orgs than a run peeks at (1,000 messages): 1,500 orgs of one
+-- message each, none with a wallet (each fails no_wallet).  A run goes on
+-- past its first batch, which saw only some of them; so does drain past a
+-- commit interval it filled.
+INSERT INTO messages SELECT 1000 + i, md5(i::text)::uuid, 1,
+       '2024-05-01'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 1500) i;
+SELECT charged, failed, skipped FROM msgbilling.process_all_pending();
+SELECT msgbilling.retry_failed() AS pending_again;
+CALL msgbilling.drain(1200);
+SELECT billing_status, billing_error, count(*) FROM messages
+ WHERE id > 1000 GROUP BY 1, 2;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

@@ -457,6 +457,7 @@ read_rows(Batch *b, SPITupleTable *tt, int n, const int *map)
 		HeapTuple	tup = tt->vals[i];
 		BatchRow   *r = &b->rows[i];
 		bool		isnull;
+		Datum		model;
 		BatchOrg   *o;
 
 		r->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, tt->tupdesc,
@@ -464,7 +465,9 @@ read_rows(Batch *b, SPITupleTable *tt, int n, const int *map)
 		r->key = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
 		r->tokens = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 3,
 												&r->tokens_null));
-		r->model = SPI_getvalue(tup, tt->tupdesc, 4);
+		/* text (the claim casts it): no output function call per row */
+		model = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
+		r->model = isnull ? NULL : TextDatumGetCString(model);
 		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 5,
 													   &r->created_null));
 		r->created_raw = SPI_getbinval(tup, tt->tupdesc, 6, &isnull);

@@ -344,7 +344,6 @@ peek(Batch *b, int64 limit)
 	b->arg};
 	char		nulls[2] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' '};
 	uint64		i;
-
 	int64		seen = 0;
 
 	mb_exec_plan(mb_plan(ids[b->mode], builders[b->mode], 2, argtypes),

@@ -89,7 +89,7 @@ column_type(Oid relid, const char *col, const char *role, const Oid *allowed)
  * creation times.
  */
 static void
-check_created_not_null(Oid relid, const char *col)
+check_created_not_null(Oid relid, const char *relname, const char *col)
 {
 	HeapTuple	tup = SearchSysCacheAttName(relid, col);
 	bool		not_null;
@@ -107,9 +107,7 @@ check_created_not_null(Oid relid, const char *col)
 				 errdetail("msgbilling bills an org's messages in order of creation; "
 						   "NOT NULL was dropped after msgbilling.attach()."),
 				 errhint("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL;",
-						 quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-													get_rel_name(relid)),
-						 quote_identifier(col))));
+						 relname, quote_identifier(col))));
 }
 
 /* The billing columns attach added must still be there, as they were. */
@@ -169,7 +167,8 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 	{
 		cfg->created_type = column_type(cfg->relid, config_text(tup, desc, 6),
 										"created", created_types);
-		check_created_not_null(cfg->relid, config_text(tup, desc, 6));
+		check_created_not_null(cfg->relid, cfg->relname,
+							   config_text(tup, desc, 6));
 	}
 	cfg->key_array_type = get_array_type(cfg->key_type);
 	cfg->org_array_type = get_array_type(cfg->org_type);

@@ -199,8 +199,8 @@ report_progress(BackendState bstate, const char *state)
 
 /*
  * One transaction: find the attached table and bill one batch.  Sets
- * *claimed and *skipped; the count of the backlog is taken at the first
- * batch of a cycle.
+ * *claimed and *skipped; the backlog is counted at the first batch of a
+ * cycle, at most once a naptime.
  */
 static CycleState
 bill_one_batch(int slot, bool first, int64 *claimed, int64 *skipped)

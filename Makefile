@@ -6,6 +6,7 @@ OBJS = \
 	src/convert.o \
 	src/prices.o \
 	src/claim.o \
+	src/resume.o \
 	src/billing.o \
 	src/billing_api.o \
 	src/wallet.o \

@@ -44,6 +44,7 @@
 
 #include "batch.h"
 #include "convert.h"
+#include "resume.h"
 
 /* ORDER BY of the billing order on messages alias a. */
 static char *
@@ -127,42 +128,53 @@ created_expr(const MbConfig *cfg)
 }
 
 /*
- * Peek: the orgs of the first $1 billable messages, with their counts, in
- * the order of each org's oldest message (the order a run bills them in).
+ * Peek: the orgs of the first $1 billable messages, with their counts and
+ * the creation time of their oldest, in the order of each org's oldest
+ * message (the order a run bills them in).  after adds a lower bound ($2)
+ * on the creation time (resume.c).
  */
 static char *
-peek_sql(const MbConfig *cfg, MbClaimMode mode)
+peek_sql(const MbConfig *cfg, MbClaimMode mode, const char *after)
 {
-	return psprintf("SELECT s.o, pg_catalog.count(*) FROM (SELECT p.o,"
-					" pg_catalog.row_number() OVER () AS n FROM (SELECT m.%s AS o"
-					" FROM %s m WHERE %s ORDER BY %s LIMIT $1) p) s"
+	return psprintf("SELECT s.o, pg_catalog.count(*), pg_catalog.min(s.cr)"
+					" FROM (SELECT p.o, p.cr, pg_catalog.row_number() OVER () AS n"
+					" FROM (SELECT m.%s AS o, %s AS cr FROM %s m WHERE %s%s"
+					" ORDER BY %s LIMIT $1) p) s"
 					" GROUP BY s.o ORDER BY pg_catalog.min(s.n)",
-					cfg->org_col, cfg->relname, mode_filter(cfg, mode),
-					billing_order(cfg, "m"));
+					cfg->org_col, created_expr(cfg), cfg->relname,
+					mode_filter(cfg, mode), after, billing_order(cfg, "m"));
 }
 
 static char *
 peek_all_sql(const MbConfig *cfg)
 {
-	return peek_sql(cfg, MB_CLAIM_ALL);
+	return peek_sql(cfg, MB_CLAIM_ALL, "");
+}
+
+/* Only with a created column (resume.c). */
+static char *
+peek_resume_sql(const MbConfig *cfg)
+{
+	return peek_sql(cfg, MB_CLAIM_ALL,
+					psprintf(" AND m.%s >= $2", cfg->created_col));
 }
 
 static char *
 peek_org_sql(const MbConfig *cfg)
 {
-	return peek_sql(cfg, MB_CLAIM_ORG);
+	return peek_sql(cfg, MB_CLAIM_ORG, "");
 }
 
 static char *
 peek_ids_sql(const MbConfig *cfg)
 {
-	return peek_sql(cfg, MB_CLAIM_IDS);
+	return peek_sql(cfg, MB_CLAIM_IDS, "");
 }
 
 static char *
 peek_one_sql(const MbConfig *cfg)
 {
-	return peek_sql(cfg, MB_CLAIM_ONE);
+	return peek_sql(cfg, MB_CLAIM_ONE, "");
 }
 
 /*
@@ -330,30 +342,48 @@ mode_arg_type(const MbConfig *cfg, MbClaimMode mode)
  */
 #define MB_RUN_PEEK 1000
 
-/* Peek: the orgs of the first billable messages (at most limit). */
-static void
-peek(Batch *b, int64 limit)
+/* Run the peek of the batch's mode, or the worker's resumed one. */
+static bool
+exec_peek(Batch *b, int64 limit)
 {
 	static const MbStmt ids[] = {MB_STMT_PEEK_ALL, MB_STMT_PEEK_ORG,
 	MB_STMT_PEEK_IDS, MB_STMT_PEEK_ONE};
 	static const MbSqlBuilder builders[] = {peek_all_sql, peek_org_sql,
 	peek_ids_sql, peek_one_sql};
 	Oid			argtypes[2] = {INT8OID, mode_arg_type(b->cfg, b->mode)};
-	bool		run = b->mode == MB_CLAIM_ALL || b->mode == MB_CLAIM_ORG;
-	Datum		values[2] = {Int64GetDatum(run ? Min(limit, MB_RUN_PEEK) : limit),
-	b->arg};
+	Datum		values[2] = {Int64GetDatum(limit), b->arg};
 	char		nulls[2] = {' ', b->mode == MB_CLAIM_ALL ? 'n' : ' '};
-	uint64		i;
-	int64		seen = 0;
 
+	if (b->mode == MB_CLAIM_ALL && mb_resume_from(b->cfg, &values[1]))
+	{
+		argtypes[1] = b->cfg->created_type;
+		nulls[1] = ' ';
+		mb_exec_plan(mb_plan(MB_STMT_PEEK_RESUME, peek_resume_sql, 2,
+							 argtypes), values, nulls, SPI_OK_SELECT);
+		return true;
+	}
 	mb_exec_plan(mb_plan(ids[b->mode], builders[b->mode], 2, argtypes),
 				 values, nulls, SPI_OK_SELECT);
+	return false;
+}
+
+/* Peek: the orgs of the first billable messages (at most limit). */
+static void
+peek(Batch *b, int64 limit)
+{
+	bool		run = b->mode == MB_CLAIM_ALL || b->mode == MB_CLAIM_ORG;
+	int64		asked = run ? Min(limit, MB_RUN_PEEK) : limit;
+	bool		resumed = exec_peek(b, asked);
+	uint64		i;
+	int64		seen = 0;
+	bool		isnull;
+	bool		no_oldest = true;
+	Datum		oldest = (Datum) 0;
+
 	b->norgs = (int) SPI_processed;
 	b->orgs = palloc0(sizeof(BatchOrg) * Max(b->norgs, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
-		bool		isnull;
-
 		b->orgs[i].org = SPI_getbinval(SPI_tuptable->vals[i],
 									   SPI_tuptable->tupdesc, 1, &isnull);
 		b->orgs[i].peeked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
@@ -362,8 +392,14 @@ peek(Batch *b, int64 limit)
 		b->orgs[i].state = WALLET_MISSING;
 		seen += b->orgs[i].peeked;
 	}
-	/* fewer than it asked for: it saw them all */
-	b->peeked_all = seen < DatumGetInt64(values[0]);
+	/* the first org holds the oldest message: the order is by creation */
+	if (b->mode == MB_CLAIM_ALL && b->norgs > 0)
+		oldest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+							   3, &no_oldest);
+	if (b->mode == MB_CLAIM_ALL)
+		mb_resume_note(b->cfg, resumed, !no_oldest, oldest);
+	/* fewer than it asked for: it saw them all (a resumed one: not before) */
+	b->peeked_all = seen < asked && !resumed;
 }
 
 /*

@@ -34,6 +34,7 @@ typedef enum MbStmt
 	MB_STMT_PEEK_ORG,
 	MB_STMT_PEEK_IDS,
 	MB_STMT_PEEK_ONE,
+	MB_STMT_PEEK_RESUME,		/* the worker's, from a created time */
 	MB_STMT_CLAIM_RUN,			/* all orgs or one */
 	MB_STMT_CLAIM_IDS,
 	MB_STMT_CLAIM_ONE,

@@ -40,6 +40,7 @@ typedef struct MbWorkerSlot
 	Oid			dboid;			/* InvalidOid: no worker here yet */
 	Oid			relid;			/* the table it bills */
 	int			procno;			/* its PGPROC, for its latch */
+	bool		look_all;		/* a commit made old messages pending */
 	/* what msgbilling.worker_status() shows; written by the worker only */
 	int			pid;			/* 0 once it exited */
 	char		state[32];
@@ -57,6 +58,7 @@ bool		mb_wake_enabled = true;
 
 static MbShared *shared = NULL;
 static bool wake_at_commit = false;
+static bool look_all_at_commit = false;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
@@ -118,11 +120,19 @@ wake_xact_callback(XactEvent event, void *arg)
 	{
 		for (i = 0; i < MB_MAX_DATABASES; i++)
 			if (shared->slots[i].dboid == MyDatabaseId)
+			{
+				/* the commit is visible now: the worker's next look sees it */
+				if (look_all_at_commit)
+				{
+					shared->slots[i].look_all = true;
+					pg_memory_barrier();
+				}
 				SetLatch(&ProcGlobal->allProcs[shared->slots[i].procno].procLatch);
+			}
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_at_commit = false;
+		wake_at_commit = look_all_at_commit = false;
 }
 
 /* Note an INSERT into a table a worker of this database bills. */
@@ -174,13 +184,30 @@ wake_process_utility(PlannedStmt *pstmt, const char *queryString,
 /*
  * Wake this database's worker when the current transaction commits: it has
  * new work (messages made pending again) or a new configuration (attach).
- * Does nothing when the library is not preloaded.
+ * Both may be older than where the worker's peeks resume (resume.c), so
+ * its next peek looks at the whole backlog.  Does nothing when the library
+ * is not preloaded.
  */
 void
 mb_wake_at_commit(void)
 {
 	if (shared != NULL && mb_wake_enabled)
-		wake_at_commit = true;
+		wake_at_commit = look_all_at_commit = true;
+}
+
+/*
+ * Worker: whether a commit asked for a look at the whole backlog since the
+ * last call.  Cleared before the look's snapshot is taken, so a request
+ * that comes after it is kept for the next look.
+ */
+bool
+mb_worker_take_look_all(int slot)
+{
+	if (shared == NULL || !shared->slots[slot].look_all)
+		return false;
+	shared->slots[slot].look_all = false;
+	pg_memory_barrier();
+	return true;
 }
 
 PG_FUNCTION_INFO_V1(wake_worker);

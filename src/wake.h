@@ -14,6 +14,7 @@
 extern void mb_wake_init(void);
 extern void mb_worker_publish(int slot, Oid relid);
 extern void mb_wake_at_commit(void);
+extern bool mb_worker_take_look_all(int slot);
 extern void mb_worker_report(int slot, const char *state, int64 billed,
 							 bool ran, const char *error);
 extern void mb_worker_gone(int slot);

@@ -34,6 +34,7 @@
 
 #include "billing.h"
 #include "msgbilling.h"
+#include "resume.h"
 #include "wake.h"
 #include "worker.h"
 
@@ -300,6 +301,8 @@ drain_cycle(int slot)
 		if (got_sigterm || !mb_enabled)
 			return mb_naptime_ms;
 		report_progress(STATE_RUNNING, "billing");
+		if (mb_worker_take_look_all(slot))
+			mb_resume_forget();
 		state = bill_one_batch_guarded(slot, first, &claimed, &skipped);
 		first = false;
 		if (state == CYCLE_FAILED)
@@ -359,6 +362,8 @@ mb_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnection(dbname,
 										 (mb_role && *mb_role) ? mb_role : NULL,
 										 0);
+	/* its run peeks may start where the last one found messages */
+	mb_peek_resumes = true;
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "msgbilling worker",
 									   ALLOCSET_DEFAULT_SIZES);
 	my_slot = slot;

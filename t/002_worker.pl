@@ -1,5 +1,6 @@
 # The billing background worker on real clusters: it drains a backlog,
-# wakes on commit, bills the commits of a wake_interval together, follows a naptime change on SIGHUP, survives kill -9 of
+# wakes on commit, bills the commits of a wake_interval together, resumes
+# its peeks, follows a naptime change on SIGHUP, survives kill -9 of
 # itself and of a backend in the middle of a drain, backs off without
 # flooding the log, and bills nothing on a standby until promotion.
 use strict;
@@ -144,6 +145,53 @@ is( sql($primary,
 	'1|charged', 'together: one transaction, one charge entry for both');
 sql($primary, "ALTER SYSTEM RESET msgbilling.wake_interval");
 $primary->reload;
+
+# -------------------------------------------------------------------------
+# Resumed peeks: the worker looks from just before the oldest message it
+# last found, and at the whole backlog once a naptime (resume.c)
+# -------------------------------------------------------------------------
+
+sql($primary, 'SELECT count(msgbilling.top_up(o, 1000)) FROM generate_series(107, 109) o');
+sleep 1;
+sql($primary,
+	"INSERT INTO messages (org_id, tokens_used, created_at) VALUES (107, 10, now() - interval '1 day')");
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (108, 10)');
+ok( $primary->poll_query_until('postgres',
+		"SELECT billing_status = 'charged' FROM messages WHERE org_id = 108"),
+	'a fresh message is billed from the resume point');
+is( sql($primary, "SELECT billing_status FROM messages WHERE org_id = 107"),
+	'pending', 'a message a day older than the resume point waits for a whole look');
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (107, 11)');
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'a fresh message of its org brings it along');
+is( sql($primary,
+		"SELECT count(*), count(DISTINCT billing_ledger_id), min(billing_status)"
+		  . " FROM messages WHERE org_id = 107"),
+	'2|1|charged', 'both charged, in one charge entry');
+sql($primary,
+	"INSERT INTO messages (org_id, tokens_used, created_at) VALUES (109, 10, now() - interval '1 day')");
+sql($primary, "ALTER SYSTEM SET msgbilling.naptime = '1s'");
+$primary->reload;
+ok($primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0'),
+	'the whole look, once a naptime, bills an old-dated message alone');
+sql($primary, "ALTER SYSTEM SET msgbilling.naptime = '1h'");
+$primary->reload;
+# retry_failed makes old messages pending: its commit asks for a whole look
+sql($primary,
+	"INSERT INTO messages (org_id, tokens_used, created_at) VALUES (110, 10, now() - interval '1 day')");
+is( sql($primary,
+		'SELECT msgbilling.process_message_billing(max(id)) FROM messages WHERE org_id = 110'),
+	'failed', 'an old-dated message of an org with no wallet fails');
+# a fresh message moves the resume point past the old one
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (108, 12)');
+$primary->poll_query_until('postgres',
+	"SELECT billing_status = 'charged' FROM messages WHERE org_id = 108 AND tokens_used = 12")
+  or die 'the fresh message was not billed';
+sql($primary, 'SELECT msgbilling.top_up(110, 1000)');
+is(sql($primary, 'SELECT msgbilling.retry_failed(110)'), '1', 'retried');
+ok( $primary->poll_query_until('postgres',
+		"SELECT billing_status = 'charged' FROM messages WHERE org_id = 110"),
+	'the retried message is billed at once, not a naptime (1h) later');
 
 # -------------------------------------------------------------------------
 # SIGHUP: a new naptime applies without a restart

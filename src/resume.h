@@ -1,0 +1,20 @@
+/*
+ * resume.h
+ *		Where the billing worker's next look for pending messages starts.
+ */
+#ifndef MB_RESUME_H
+#define MB_RESUME_H
+
+#include "postgres.h"
+
+#include "config.h"
+
+/* Set by the billing worker: its run peeks may resume (resume.c). */
+extern bool mb_peek_resumes;
+
+extern bool mb_resume_from(const MbConfig *cfg, Datum *from);
+extern void mb_resume_forget(void);
+extern void mb_resume_note(const MbConfig *cfg, bool resumed, bool found,
+						   Datum oldest);
+
+#endif							/* MB_RESUME_H */

@@ -334,9 +334,11 @@ BEGIN
 END;
 $$;
 
--- Put the guard triggers on the attached table (guard.c).  Their WHEN
--- clauses keep the app's ordinary INSERTs and UPDATEs from calling any
--- function.
+-- Put the guard triggers on the attached table (guard.c).  The UPDATE
+-- one's column list and WHEN clause keep the app's ordinary UPDATEs from
+-- calling any function.  The INSERT one has no WHEN clause: an INSERT
+-- statement reads and prepares a trigger's WHEN expression each time,
+-- which costs a one-row INSERT more than the function's own check.
 CREATE FUNCTION msgbilling._create_guards(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -345,10 +347,7 @@ AS $$
 BEGIN
     PERFORM msgbilling._drop_guards(rel);
     EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_insert BEFORE INSERT ON %s'
-                              ' FOR EACH ROW WHEN (NEW.billing_status IS DISTINCT FROM ''pending'''
-                              ' OR NEW.cost_credits IS NOT NULL OR NEW.charged_at IS NOT NULL'
-                              ' OR NEW.billing_error IS NOT NULL OR NEW.billing_ledger_id IS NOT NULL)'
-                              ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+                              ' FOR EACH ROW EXECUTE FUNCTION msgbilling._guard_messages()', rel);
     EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_update BEFORE UPDATE OF'
                               ' billing_status, cost_credits, charged_at, billing_error,'
                               ' billing_ledger_id ON %s FOR EACH ROW WHEN'
@@ -502,9 +501,12 @@ BEGIN
     PERFORM FROM pg_catalog.pg_constraint c
       WHERE c.conrelid = messages AND c.conname = 'msgbilling_status_check';
     IF NOT FOUND THEN
+        -- one array constant: every INSERT reads the check's stored
+        -- expression, and IN (...) on varchar stores five casts to fold
         EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
-                                  ' CHECK (billing_status IN (''pending'', ''charged'','
-                                  ' ''failed'', ''refunded'', ''legacy''))', messages);
+                                  ' CHECK (billing_status::pg_catalog.text OPERATOR(pg_catalog.=) ANY'
+                                  ' (''{pending,charged,failed,refunded,legacy}''::pg_catalog.text[]))',
+                                  messages);
     END IF;
 
     -- the config row's trigger gives the wallets and ledger the org type

@@ -166,6 +166,17 @@ SELECT id, org_id, billing_status, cost_credits, charged_at, billing_error,
 -- change of a billing column, from the app
 INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
 VALUES (3, 100, 5, 'paid');
+-- and any value in another billing column, even with status pending, and
+-- a known status other than pending; one such row fails a multi-row INSERT
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
+VALUES (3, 100, 5, 'charged');
+INSERT INTO int_msgs (id, org_id, tokens_used, cost_credits) VALUES (3, 100, 5, 1);
+INSERT INTO int_msgs (id, org_id, tokens_used, charged_at) VALUES (3, 100, 5, now());
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_error) VALUES (3, 100, 5, '');
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_ledger_id) VALUES (3, 100, 5, 1);
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_ledger_id)
+VALUES (3, 100, 5, NULL), (4, 100, 5, 1);
+SELECT count(*) AS none_inserted FROM int_msgs WHERE id IN (3, 4);
 UPDATE int_msgs SET billing_status = 'billed' WHERE id = 1;
 UPDATE int_msgs SET cost_credits = 1 WHERE id = 1;
 -- an UPDATE of other columns, or one that changes nothing, is fine

@@ -113,7 +113,7 @@ fresh t_mb
 record W1 msgbilling "$N" $(measure "CALL msgbilling.drain(10000);")
 psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee "$MB_WORK/verify.txt"
 fresh t_mb
-record W1 "msgbilling, drain(50000)" "$N" $(measure "CALL msgbilling.drain(50000);")
+record W1 "msgbilling: drain(50000)" "$N" $(measure "CALL msgbilling.drain(50000);")
 fresh t_guide
 record W1 "(a) set-based on guide schema" "$N" $(measure "\\set prices prices
 \\set credits credits

@@ -80,8 +80,15 @@ plain_pending(TriggerData *td)
 			continue;
 		if (strcmp(name, "billing_status") == 0)
 		{
+			text	   *status;
+
 			value = heap_getattr(tup, i + 1, desc, &isnull);
-			if (isnull || strcmp(TextDatumGetCString(value), "pending") != 0)
+			if (isnull)
+				return false;
+			/* varchar, like text: compared in place, no copy per INSERT */
+			status = DatumGetTextPP(value);
+			if (VARSIZE_ANY_EXHDR(status) != strlen("pending") ||
+				memcmp(VARDATA_ANY(status), "pending", strlen("pending")) != 0)
 				return false;
 		}
 		else if (valued_billing_column(name) &&

@@ -40,6 +40,7 @@ bool		mb_peek_resumes = false;
 /* The worker's resume point, for the table and created column it is for. */
 static Oid	resume_relid = InvalidOid;
 static char *resume_col = NULL;
+static Oid	resume_type = InvalidOid;
 static bool resume_valid = false;
 static Timestamp resume_at;		/* timestamp or timestamptz: microseconds */
 static TimestampTz last_full_peek = 0;
@@ -49,6 +50,7 @@ static bool
 same_table(const MbConfig *cfg)
 {
 	return resume_valid && resume_relid == cfg->relid &&
+		resume_type == cfg->created_type &&
 		resume_col != NULL && strcmp(resume_col, cfg->created_col) == 0;
 }
 
@@ -59,10 +61,13 @@ same_table(const MbConfig *cfg)
 bool
 mb_resume_from(const MbConfig *cfg, Datum *from)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	if (!mb_peek_resumes || cfg->created_col == NULL || !same_table(cfg))
 		return false;
-	if (TimestampDifferenceExceeds(last_full_peek, GetCurrentTimestamp(),
-								   mb_naptime_ms))
+	/* a clock set back would otherwise put the next whole look off */
+	if (now < last_full_peek ||
+		TimestampDifferenceExceeds(last_full_peek, now, mb_naptime_ms))
 		return false;
 	*from = TimestampGetDatum(resume_at);
 	return true;
@@ -111,6 +116,7 @@ mb_resume_note(const MbConfig *cfg, bool resumed, bool found, Datum oldest)
 		resume_col = MemoryContextStrdup(TopMemoryContext, cfg->created_col);
 		resume_relid = cfg->relid;
 	}
+	resume_type = cfg->created_type;
 	resume_at = ts - MB_RESUME_MARGIN;
 	resume_valid = true;
 }

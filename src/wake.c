@@ -130,8 +130,10 @@ wake_xact_callback(XactEvent event, void *arg)
 				SetLatch(&ProcGlobal->allProcs[shared->slots[i].procno].procLatch);
 			}
 	}
+	/* a prepared transaction commits elsewhere: no wake-up from here */
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
 		wake_at_commit = look_all_at_commit = false;
 }
 
@@ -245,7 +247,11 @@ mb_worker_publish(int slot, Oid relid)
 {
 	MbWorkerSlot *s = &shared->slots[slot];
 
+#if PG_VERSION_NUM >= 170000
+	s->procno = MyProcNumber;
+#else
 	s->procno = MyProc->pgprocno;
+#endif
 	s->pid = MyProcPid;
 	s->relid = relid;
 	pg_write_barrier();

@@ -22,6 +22,7 @@
 #include "convert.h"
 #include "guard.h"
 #include "msgbilling.h"
+#include "resume.h"
 
 static MemoryContext config_cxt = NULL;
 static MbConfig *cached = NULL;
@@ -269,6 +270,7 @@ mb_config(void)
 	if (cached == NULL || !same_config(cached, cfg))
 	{
 		forget_plans();
+		mb_resume_forget();
 		remember_config(cfg);
 	}
 	return cached;

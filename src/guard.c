@@ -16,7 +16,6 @@
 
 #include "access/htup_details.h"
 #include "commands/trigger.h"
-#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -48,14 +47,44 @@ trigger_data(FunctionCallInfo fcinfo)
 	return (TriggerData *) fcinfo->context;
 }
 
-/* A billing column other than billing_status: NULL in a new row. */
-static bool
-valued_billing_column(const char *name)
+/* The billing columns' numbers in the trigger's table (0: none such). */
+typedef struct BillingAttnums
 {
-	return strcmp(name, "cost_credits") == 0 ||
-		strcmp(name, "charged_at") == 0 ||
-		strcmp(name, "billing_error") == 0 ||
-		strcmp(name, "billing_ledger_id") == 0;
+	AttrNumber	status;
+	AttrNumber	valued[4];		/* NULL in a new row */
+} BillingAttnums;
+
+static const char *const valued_names[4] = {"cost_credits", "charged_at",
+"billing_error", "billing_ledger_id"};
+
+/*
+ * The billing columns' numbers, found once per statement: fn_extra lives
+ * as long as the trigger's FmgrInfo, one per statement and table.
+ */
+static const BillingAttnums *
+billing_attnums(FunctionCallInfo fcinfo, TupleDesc desc)
+{
+	BillingAttnums *a = fcinfo->flinfo->fn_extra;
+	int			i;
+	int			j;
+
+	if (a != NULL)
+		return a;
+	a = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(BillingAttnums));
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), "billing_status") == 0)
+			a->status = att->attnum;
+		for (j = 0; j < lengthof(valued_names); j++)
+			if (strcmp(NameStr(att->attname), valued_names[j]) == 0)
+				a->valued[j] = att->attnum;
+	}
+	fcinfo->flinfo->fn_extra = a;
+	return a;
 }
 
 /*
@@ -63,38 +92,30 @@ valued_billing_column(const char *name)
  * the other billing columns NULL.
  */
 static bool
-plain_pending(TriggerData *td)
+plain_pending(FunctionCallInfo fcinfo, TriggerData *td)
 {
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
 	HeapTuple	tup = td->tg_trigtuple;
-	int			i;
+	const BillingAttnums *a = billing_attnums(fcinfo, desc);
+	int			j;
 
-	for (i = 0; i < desc->natts; i++)
+	if (a->status != 0)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		const char *name = NameStr(att->attname);
 		bool		isnull;
-		Datum		value;
+		Datum		value = heap_getattr(tup, a->status, desc, &isnull);
+		text	   *status;
 
-		if (att->attisdropped)
-			continue;
-		if (strcmp(name, "billing_status") == 0)
-		{
-			text	   *status;
-
-			value = heap_getattr(tup, i + 1, desc, &isnull);
-			if (isnull)
-				return false;
-			/* varchar, like text: compared in place, no copy per INSERT */
-			status = DatumGetTextPP(value);
-			if (VARSIZE_ANY_EXHDR(status) != strlen("pending") ||
-				memcmp(VARDATA_ANY(status), "pending", strlen("pending")) != 0)
-				return false;
-		}
-		else if (valued_billing_column(name) &&
-				 !heap_attisnull(tup, i + 1, desc))
+		if (isnull)
+			return false;
+		/* varchar, like text: compared in place, no copy per INSERT */
+		status = DatumGetTextPP(value);
+		if (VARSIZE_ANY_EXHDR(status) != strlen("pending") ||
+			memcmp(VARDATA_ANY(status), "pending", strlen("pending")) != 0)
 			return false;
 	}
+	for (j = 0; j < lengthof(a->valued); j++)
+		if (a->valued[j] != 0 && !heap_attisnull(tup, a->valued[j], desc))
+			return false;
 	return true;
 }
 
@@ -109,7 +130,7 @@ guard_messages(PG_FUNCTION_ARGS)
 	if (mb_writing > 0 || mb_repair)
 		return pass(td);
 	/* an INSERT trigger has no WHEN: parsing one costs more than this */
-	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && plain_pending(td))
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && plain_pending(fcinfo, td))
 		return pass(td);
 	rel = get_rel_name(RelationGetRelid(td->tg_relation));
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))

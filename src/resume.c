@@ -24,9 +24,7 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
-#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "resume.h"
@@ -37,22 +35,14 @@
 
 bool		mb_peek_resumes = false;
 
-/* The worker's resume point, for the table and created column it is for. */
-static Oid	resume_relid = InvalidOid;
-static char *resume_col = NULL;
-static Oid	resume_type = InvalidOid;
+/*
+ * The worker's resume point, for the current configuration: config.c
+ * forgets it, with the kept statements, when the attached table, its
+ * created column or that column's type changes.
+ */
 static bool resume_valid = false;
 static Timestamp resume_at;		/* timestamp or timestamptz: microseconds */
 static TimestampTz last_full_peek = 0;
-
-/* Whether the resume point was taken on this table and column. */
-static bool
-same_table(const MbConfig *cfg)
-{
-	return resume_valid && resume_relid == cfg->relid &&
-		resume_type == cfg->created_type &&
-		resume_col != NULL && strcmp(resume_col, cfg->created_col) == 0;
-}
 
 /*
  * Whether this peek may resume, and from which created time; false means
@@ -63,7 +53,7 @@ mb_resume_from(const MbConfig *cfg, Datum *from)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (!mb_peek_resumes || cfg->created_col == NULL || !same_table(cfg))
+	if (!mb_peek_resumes || cfg->created_col == NULL || !resume_valid)
 		return false;
 	/* a clock set back would otherwise put the next whole look off */
 	if (now < last_full_peek ||
@@ -73,7 +63,7 @@ mb_resume_from(const MbConfig *cfg, Datum *from)
 	return true;
 }
 
-/* The next peek looks at the whole backlog. */
+/* The next peek looks at the whole backlog (a new configuration, a request). */
 void
 mb_resume_forget(void)
 {
@@ -108,15 +98,6 @@ mb_resume_note(const MbConfig *cfg, bool resumed, bool found, Datum oldest)
 		resume_valid = false;
 		return;
 	}
-	if (resume_relid != cfg->relid || resume_col == NULL ||
-		strcmp(resume_col, cfg->created_col) != 0)
-	{
-		if (resume_col)
-			pfree(resume_col);
-		resume_col = MemoryContextStrdup(TopMemoryContext, cfg->created_col);
-		resume_relid = cfg->relid;
-	}
-	resume_type = cfg->created_type;
 	resume_at = ts - MB_RESUME_MARGIN;
 	resume_valid = true;
 }

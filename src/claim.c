@@ -40,6 +40,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 
 #include "batch.h"
@@ -479,39 +480,149 @@ lock_wallets(Batch *b)
 			b->skipped += b->orgs[i].peeked;
 }
 
-/* Read the claimed rows; each org's rows are adjacent. */
-static void
-read_rows(Batch *b, SPITupleTable *tt, int n, const int *map)
+/*
+ * The claims' rows go straight into the batch, one at a time, with no
+ * SPI_tuptable in between (mb_exec_plan_to).  Columns: ctid, key, tokens,
+ * model, creation time (as timestamptz, then in its own type), the org's
+ * ordinal in the org array, whether the message was asked for; a run's
+ * claim adds its org's wallet: held, missing and spending limit.
+ */
+typedef struct ClaimReceiver
 {
-	int			i;
+	DestReceiver pub;
+	Batch	   *b;
+	const int  *map;			/* org array ordinal - 1 -> org index */
+	bool		run;			/* a run's claim (run_claim_sql) */
+	int64		last_ix;		/* the org of the previous row */
+	int			cap;			/* rows allocated */
+	MemoryContext cxt;			/* the batch's: what the rows live in */
+	int16		key_len;
+	bool		key_byval;
+	int16		created_len;
+	bool		created_byval;
+} ClaimReceiver;
 
-	b->nrows = n;
-	b->rows = palloc0(sizeof(BatchRow) * Max(n, 1));
-	for (i = 0; i < n; i++)
+enum
+{
+	CL_TID, CL_KEY, CL_TOKENS, CL_MODEL, CL_CREATED, CL_CREATED_RAW, CL_IX,
+	CL_REQUESTED, CL_HELD, CL_MISSING, CL_LIMIT
+};
+
+/*
+ * Take the wallet of org o from its first row in a run claim: held (with
+ * its spending limit), missing or busy.
+ */
+static void
+run_org_wallet(ClaimReceiver *cr, const Datum *v, BatchOrg *o)
+{
+	Batch	   *b = cr->b;
+	bool		held = DatumGetBool(v[CL_HELD]);
+
+	o->state = held ? WALLET_HELD : DatumGetBool(v[CL_MISSING]) ?
+		WALLET_MISSING : WALLET_BUSY;
+	if (held)
+		o->limit = datumCopy(v[CL_LIMIT], false, -1);
+	if (o->state == WALLET_BUSY)
+		b->skipped += o->peeked;
+}
+
+/* Append a claimed message to the batch; each org's rows are adjacent. */
+static void
+add_row(ClaimReceiver *cr, const Datum *v, const bool *isnull, BatchOrg *o)
+{
+	Batch	   *b = cr->b;
+	BatchRow   *r;
+
+	if (b->nrows == cr->cap)
 	{
-		HeapTuple	tup = tt->vals[i];
-		BatchRow   *r = &b->rows[i];
-		bool		isnull;
-		Datum		model;
-		BatchOrg   *o;
-
-		r->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, tt->tupdesc,
-															  1, &isnull));
-		r->key = SPI_getbinval(tup, tt->tupdesc, 2, &isnull);
-		r->tokens = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 3,
-												&r->tokens_null));
-		/* text (the claim casts it): no output function call per row */
-		model = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
-		r->model = isnull ? NULL : TextDatumGetCString(model);
-		r->created = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 5,
-													   &r->created_null));
-		r->created_raw = SPI_getbinval(tup, tt->tupdesc, 6, &isnull);
-		o = &b->orgs[map[DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 7,
-													 &isnull)) - 1]];
-		r->requested = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 8, &isnull));
-		if (o->nrows++ == 0)
-			o->first = i;
+		cr->cap *= 2;
+		b->rows = repalloc(b->rows, sizeof(BatchRow) * cr->cap);
 	}
+	r = &b->rows[b->nrows];
+	memset(r, 0, sizeof(BatchRow));
+	r->tid = *(ItemPointer) DatumGetPointer(v[CL_TID]);
+	r->key = datumCopy(v[CL_KEY], cr->key_byval, cr->key_len);
+	r->tokens_null = isnull[CL_TOKENS];
+	r->tokens = r->tokens_null ? 0 : DatumGetInt64(v[CL_TOKENS]);
+	/* text (the claim casts it): no output function call per row */
+	r->model = isnull[CL_MODEL] ? NULL : TextDatumGetCString(v[CL_MODEL]);
+	r->created_null = isnull[CL_CREATED];
+	if (!r->created_null)
+	{
+		r->created = DatumGetTimestampTz(v[CL_CREATED]);
+		r->created_raw = datumCopy(v[CL_CREATED_RAW], cr->created_byval,
+								   cr->created_len);
+	}
+	r->requested = DatumGetBool(v[CL_REQUESTED]);
+	if (o->nrows++ == 0)
+		o->first = b->nrows;
+	b->nrows++;
+}
+
+static bool
+claim_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	ClaimReceiver *cr = (ClaimReceiver *) self;
+	MemoryContext old = MemoryContextSwitchTo(cr->cxt);
+	int64		ix;
+	BatchOrg   *o;
+
+	slot_getallattrs(slot);
+	ix = DatumGetInt64(slot->tts_values[CL_IX]);
+	o = &cr->b->orgs[cr->map[ix - 1]];
+	if (ix < cr->last_ix)
+		elog(ERROR, "msgbilling claim returned org %ld after org %ld",
+			 (long) ix, (long) cr->last_ix);
+	/* a run's NULL-ctid rows only carry their org's state */
+	if (cr->run && ix != cr->last_ix)
+		run_org_wallet(cr, slot->tts_values, o);
+	cr->last_ix = ix;
+	if (!slot->tts_isnull[CL_TID])
+		add_row(cr, slot->tts_values, slot->tts_isnull, o);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+static void
+claim_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+claim_shutdown(DestReceiver *self)
+{
+}
+
+static void
+claim_destroy(DestReceiver *self)
+{
+}
+
+/* Run a claim statement with the rows going into the batch. */
+static void
+exec_claim(Batch *b, SPIPlanPtr plan, Datum *values, const int *map,
+		   bool run, int64 expected)
+{
+	ClaimReceiver cr;
+
+	memset(&cr, 0, sizeof(cr));
+	cr.pub.receiveSlot = claim_receive;
+	cr.pub.rStartup = claim_startup;
+	cr.pub.rShutdown = claim_shutdown;
+	cr.pub.rDestroy = claim_destroy;
+	cr.pub.mydest = DestNone;
+	cr.b = b;
+	cr.map = map;
+	cr.run = run;
+	cr.cxt = CurrentMemoryContext;
+	cr.cap = (int) Min(Max(expected, 16), 65536);
+	get_typlenbyval(b->cfg->key_type, &cr.key_len, &cr.key_byval);
+	if (b->cfg->created_col)
+		get_typlenbyval(b->cfg->created_type, &cr.created_len,
+						&cr.created_byval);
+	b->nrows = 0;
+	b->rows = palloc(sizeof(BatchRow) * cr.cap);
+	mb_exec_plan_to(plan, values, NULL, &cr.pub);
 }
 
 /* Claim given messages: those of the held orgs and of orgs with no wallet. */
@@ -523,6 +634,7 @@ claim_given(Batch *b)
 	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
 	int			n;
 	Datum		values[3];
+	SPIPlanPtr	plan;
 
 	values[2] = org_array(b, true, map, &n);
 	if (n == 0)
@@ -531,30 +643,10 @@ claim_given(Batch *b)
 	values[0] = Int64GetDatum(PG_INT64_MAX);
 	values[1] = b->arg;
 	if (b->mode == MB_CLAIM_IDS)
-		mb_exec_plan(mb_plan(MB_STMT_CLAIM_IDS, claim_ids_sql, 3, argtypes),
-					 values, NULL, SPI_OK_SELECT);
+		plan = mb_plan(MB_STMT_CLAIM_IDS, claim_ids_sql, 3, argtypes);
 	else
-		mb_exec_plan(mb_plan(MB_STMT_CLAIM_ONE, claim_one_sql, 3, argtypes),
-					 values, NULL, SPI_OK_SELECT);
-	read_rows(b, SPI_tuptable, (int) SPI_processed, map);
-}
-
-/*
- * Take the wallet of org o from its first row in a run claim: held (with
- * its spending limit), missing or busy.
- */
-static void
-run_org_wallet(Batch *b, HeapTuple tup, TupleDesc desc, BatchOrg *o)
-{
-	bool		isnull;
-	bool		held = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
-	bool		missing = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
-
-	o->state = held ? WALLET_HELD : missing ? WALLET_MISSING : WALLET_BUSY;
-	if (held)
-		o->limit = SPI_getbinval(tup, desc, 11, &isnull);
-	if (o->state == WALLET_BUSY)
-		b->skipped += o->peeked;
+		plan = mb_plan(MB_STMT_CLAIM_ONE, claim_one_sql, 3, argtypes);
+	exec_claim(b, plan, values, map, false, 0);
 }
 
 /*
@@ -568,35 +660,11 @@ claim_run(Batch *b, int64 limit)
 	int		   *map = palloc(sizeof(int) * Max(b->norgs, 1));
 	int			n;
 	Datum		values[2];
-	SPITupleTable *tt;
-	uint64		i;
-	uint64		kept = 0;
-	int64		last_ix = 0;
 
 	values[0] = Int64GetDatum(limit);
 	values[1] = org_array(b, false, map, &n);
-	mb_exec_plan(mb_plan(MB_STMT_CLAIM_RUN, run_claim_sql, 2, argtypes),
-				 values, NULL, SPI_OK_SELECT);
-	tt = SPI_tuptable;
-	/* keep the message rows; the NULL-ctid ones only carry their org's state */
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		bool		no_message;
-		int64		ix = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc,
-													 7, &isnull));
-
-		if (ix < last_ix)
-			elog(ERROR, "msgbilling run claim returned org %ld after org %ld",
-				 (long) ix, (long) last_ix);
-		if (ix != last_ix)
-			run_org_wallet(b, tt->vals[i], tt->tupdesc, &b->orgs[map[ix - 1]]);
-		last_ix = ix;
-		(void) SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &no_message);
-		if (!no_message)
-			tt->vals[kept++] = tt->vals[i];
-	}
-	read_rows(b, tt, (int) kept, map);
+	exec_claim(b, mb_plan(MB_STMT_CLAIM_RUN, run_claim_sql, 2, argtypes),
+			   values, map, true, limit);
 }
 
 /* Order checks: mark orgs with an older unpaid or unclaimed message. */

@@ -304,20 +304,53 @@ mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
 }
 
 /*
+ * Parameters of a kept plan as a ParamListInfo, for SPI_execute_plan_extended.
+ */
+static ParamListInfo
+plan_params(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	int			n = SPI_getargcount(plan);
+	ParamListInfo params = makeParamList(n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		ParamExternData *p = &params->params[i];
+
+		p->value = values[i];
+		p->isnull = nulls != NULL && nulls[i] == 'n';
+		p->pflags = PARAM_FLAG_CONST;
+		p->ptype = SPI_getargtypeid(plan, i);
+	}
+	return params;
+}
+
+/*
  * Run a kept plan (plan), or SQL text with argument types; anything but
- * the expected SPI result is a bug.  The guard triggers let msgbilling's
- * own statements through (guard.c).
+ * the expected SPI result is a bug.  A kept plan's rows go to dest when
+ * there is one, instead of into SPI_tuptable.  The guard triggers let
+ * msgbilling's own statements through (guard.c).
  */
 static void
 exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
-			 Datum *values, const char *nulls, int expected)
+			 Datum *values, const char *nulls, int expected,
+			 DestReceiver *dest)
 {
 	int			ret;
 
 	mb_writing++;
 	PG_TRY();
 	{
-		if (plan)
+		if (plan && dest)
+		{
+			SPIExecuteOptions options;
+
+			memset(&options, 0, sizeof(options));
+			options.params = plan_params(plan, values, nulls);
+			options.dest = dest;
+			ret = SPI_execute_plan_extended(plan, &options);
+		}
+		else if (plan)
 			ret = SPI_execute_plan(plan, values, nulls, false, 0);
 		else
 			ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
@@ -337,7 +370,21 @@ exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 void
 mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
-	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected);
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected, NULL);
+}
+
+/*
+ * Run a kept SELECT and hand its rows to dest one at a time: a batch's
+ * claim reads thousands of rows and keeps only some of their values, so
+ * it does not build them into an SPI_tuptable first.  dest must say
+ * DestNone, for which SPI returns SPI_OK_UTILITY in every version.
+ */
+void
+mb_exec_plan_to(SPIPlanPtr plan, Datum *values, const char *nulls,
+				DestReceiver *dest)
+{
+	Assert(dest->mydest == DestNone);
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, SPI_OK_UTILITY, dest);
 }
 
 /* The same for a statement that runs rarely (wallets, refunds): not kept. */
@@ -345,7 +392,7 @@ void
 mb_exec_sql(const char *sql, int nargs, Oid *argtypes, Datum *values,
 			const char *nulls, int expected)
 {
-	exec_guarded(NULL, sql, nargs, argtypes, values, nulls, expected);
+	exec_guarded(NULL, sql, nargs, argtypes, values, nulls, expected, NULL);
 }
 
 /*

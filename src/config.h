@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "tcop/dest.h"
 
 typedef struct MbConfig
 {
@@ -56,6 +57,8 @@ extern SPIPlanPtr mb_plan(MbStmt id, MbSqlBuilder build,
 						  int nargs, Oid *argtypes);
 extern void mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 						 int expected);
+extern void mb_exec_plan_to(SPIPlanPtr plan, Datum *values, const char *nulls,
+							DestReceiver *dest);
 extern void mb_exec_sql(const char *sql, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls, int expected);
 extern Datum mb_message_value(const MbConfig *cfg, Datum key,

@@ -8,7 +8,8 @@
  *
  *	1. one UPDATE of the wallets and one INSERT into the ledger, one row per
  *	   org, in a single statement (with the counters stats() reads);
- *	2. one UPDATE of the messages from arrays, by ctid.
+ *	2. one UPDATE of the charged messages and one of the failed ones, from
+ *	   arrays, by ctid.
  *
  * Deciding happens here in C, per org in order: a running sum of costs is
  * compared with balance + overdraft limit, and the first message that does
@@ -39,10 +40,8 @@
 
 static Datum cost_limit;
 static Datum numeric_zero;
-static Datum status_charged;	/* text */
-static Datum status_failed;
 
-/* Constants (numeric limits, status texts), built once in TopMemoryContext. */
+/* Numeric constants, built once in TopMemoryContext. */
 static void
 init_constants(void)
 {
@@ -58,8 +57,6 @@ init_constants(void)
 	numeric_zero = DirectFunctionCall3(numeric_in, CStringGetDatum("0.000000"),
 									   ObjectIdGetDatum(InvalidOid),
 									   Int32GetDatum(-1));
-	status_charged = CStringGetTextDatum(MB_CHARGED);
-	status_failed = CStringGetTextDatum(MB_FAILED);
 	MemoryContextSwitchTo(old);
 }
 
@@ -119,18 +116,31 @@ charge_wallets_sql(const MbConfig *cfg)
 				   " SELECT e.ix, e.id FROM e");
 }
 
+/*
+ * Charged and failed messages are written by two statements, each setting
+ * only what differs from message to message, from arrays in ctid order.
+ */
 static char *
-write_messages_sql(const MbConfig *cfg)
+write_charged_sql(const MbConfig *cfg)
 {
-	return psprintf("UPDATE %s m SET billing_status = u.st, cost_credits = u.cost,"
-					" charged_at = CASE WHEN u.lid IS NULL THEN NULL"
-					" ELSE pg_catalog.now() END,"
-					" billing_error = u.err, billing_ledger_id = u.lid"
+	return psprintf("UPDATE %s m SET billing_status = '" MB_CHARGED "',"
+					" cost_credits = u.cost, charged_at = pg_catalog.now(),"
+					" billing_error = NULL, billing_ledger_id = u.lid"
 					" FROM (SELECT pg_catalog.unnest($1) AS tid,"
-					" pg_catalog.unnest($2::pg_catalog.text[]) AS st,"
-					" pg_catalog.unnest($3::pg_catalog.numeric[]) AS cost,"
-					" pg_catalog.unnest($4::pg_catalog.text[]) AS err,"
-					" pg_catalog.unnest($5::pg_catalog.int8[]) AS lid) u"
+					" pg_catalog.unnest($2::pg_catalog.numeric[]) AS cost,"
+					" pg_catalog.unnest($3::pg_catalog.int8[]) AS lid) u"
+					" WHERE m.ctid = u.tid",
+					cfg->relname);
+}
+
+static char *
+write_failed_sql(const MbConfig *cfg)
+{
+	return psprintf("UPDATE %s m SET billing_status = '" MB_FAILED "',"
+					" cost_credits = NULL, charged_at = NULL,"
+					" billing_error = u.err, billing_ledger_id = NULL"
+					" FROM (SELECT pg_catalog.unnest($1) AS tid,"
+					" pg_catalog.unnest($2::pg_catalog.text[]) AS err) u"
 					" WHERE m.ctid = u.tid",
 					cfg->relname);
 }
@@ -271,42 +281,89 @@ charge_wallets(Batch *b)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Arrays of what was decided, one element per decided message. */
-typedef struct Decisions
+/* A decided message, by the place of its row: what the writes sort by. */
+typedef struct DecidedRow
+{
+	uint64		place;			/* block number, then offset */
+	BatchRow   *row;
+} DecidedRow;
+
+#define ST_SORT sort_decided
+#define ST_ELEMENT_TYPE DecidedRow
+#define ST_COMPARE(a, b) (((a)->place > (b)->place) - ((a)->place < (b)->place))
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+static uint64
+row_place(const BatchRow *r)
+{
+	return ((uint64) ItemPointerGetBlockNumberNoCheck(&r->tid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(&r->tid);
+}
+
+/* The arrays one write statement takes: ctids, then one or two values. */
+typedef struct WriteArrays
 {
 	int			n;
 	Datum	   *tids;
-	Datum	   *statuses;
-	Datum	   *costs;			/* NULL unless charged */
-	Datum	   *reasons;		/* NULL when charged */
-	Datum	   *ledger_ids;		/* NULL unless charged */
-	bool	   *charged;		/* the NULL flags of reasons */
-	bool	   *uncharged;		/* the NULL flags of costs and ledger ids */
-} Decisions;
+	Datum	   *values;			/* costs, or failure reasons */
+	Datum	   *ledger_ids;		/* charged only */
+} WriteArrays;
 
-static int
-cmp_row_tid(const void *a, const void *b)
+static void
+write_arrays_init(WriteArrays *w, int cap)
 {
-	const BatchRow *ra = *(BatchRow *const *) a;
-	const BatchRow *rb = *(BatchRow *const *) b;
-
-	return ItemPointerCompare((ItemPointer) &ra->tid, (ItemPointer) &rb->tid);
+	w->n = 0;
+	w->tids = palloc(sizeof(Datum) * cap);
+	w->values = palloc(sizeof(Datum) * cap);
+	w->ledger_ids = palloc(sizeof(Datum) * cap);
 }
 
 /*
- * Collect the decided messages of the batch, and add them to totals.  They
- * go in ctid order: a run's batch holds whole orgs, whose messages lie all
- * over the table, and updating them in the table's order visits each page
- * once and adds the key index entries of the new row versions in order.
+ * Count a decided message in totals; returns false for one left pending
+ * (it is not written).
+ */
+static bool
+count_decision(const BatchRow *r, MbTotals *totals)
+{
+	bool		charged = r->outcome == ROW_CHARGED;
+
+	if (r->outcome == ROW_PENDING)
+	{
+		totals->skipped++;
+		if (r->requested)
+			totals->last_status = MB_PENDING;
+		return false;
+	}
+	if (r->requested)
+	{
+		totals->requested++;
+		totals->last_status = charged ? MB_CHARGED : MB_FAILED;
+	}
+	if (charged)
+		totals->charged++;
+	else
+		totals->failed++;
+	return true;
+}
+
+/*
+ * Collect the decided messages of the batch into the arrays of the two
+ * writes, and add them to totals.  They go in ctid order: a run's batch
+ * holds whole orgs, whose messages lie all over the table, and updating
+ * them in the table's order visits each page once and adds the key index
+ * entries of the new row versions in order.
  */
 static void
-collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
+collect_decisions(const Batch *b, WriteArrays *charged, WriteArrays *failed,
+				  MbTotals *totals)
 {
 	int			cap = Max(b->nrows, 1);
-	BatchRow  **decided = palloc(sizeof(BatchRow *) * cap);
+	DecidedRow *decided = palloc(sizeof(DecidedRow) * cap);
+	int			n = 0;
 	int			i;
 
-	d->n = 0;
 	for (i = 0; i < b->norgs; i++)
 	{
 		const BatchOrg *o = &b->orgs[i];
@@ -315,79 +372,69 @@ collect_decisions(const Batch *b, Decisions *d, MbTotals *totals)
 		for (j = o->first; j < o->first + o->nrows; j++)
 		{
 			BatchRow   *r = &b->rows[j];
-			bool		charged = r->outcome == ROW_CHARGED;
 
-			if (r->outcome == ROW_PENDING)
-			{
-				totals->skipped++;
-				if (r->requested)
-					totals->last_status = MB_PENDING;
+			if (!count_decision(r, totals))
 				continue;
-			}
-			if (r->requested)
-			{
-				totals->requested++;
-				totals->last_status = charged ? MB_CHARGED : MB_FAILED;
-			}
 			r->ledger_id = o->ledger_id;
-			decided[d->n++] = r;
-			if (charged)
-				totals->charged++;
-			else
-				totals->failed++;
+			decided[n].place = row_place(r);
+			decided[n++].row = r;
 		}
 		if (o->ncharged > 0)
 			totals->credits = num_add(totals->credits, o->charge);
 	}
-	qsort(decided, d->n, sizeof(BatchRow *), cmp_row_tid);
+	sort_decided(decided, n);
 
-	d->tids = palloc(sizeof(Datum) * cap);
-	d->statuses = palloc(sizeof(Datum) * cap);
-	d->costs = palloc(sizeof(Datum) * cap);
-	d->reasons = palloc(sizeof(Datum) * cap);
-	d->ledger_ids = palloc(sizeof(Datum) * cap);
-	d->charged = palloc(sizeof(bool) * cap);
-	d->uncharged = palloc(sizeof(bool) * cap);
-	for (i = 0; i < d->n; i++)
+	write_arrays_init(charged, cap);
+	write_arrays_init(failed, cap);
+	for (i = 0; i < n; i++)
 	{
-		const BatchRow *r = decided[i];
-		bool		charged = r->outcome == ROW_CHARGED;
+		const BatchRow *r = decided[i].row;
+		WriteArrays *w = r->outcome == ROW_CHARGED ? charged : failed;
 
-		d->tids[i] = PointerGetDatum(&r->tid);
-		d->statuses[i] = charged ? status_charged : status_failed;
-		d->costs[i] = charged ? r->cost : (Datum) 0;
-		d->reasons[i] = charged ? (Datum) 0 : CStringGetTextDatum(r->reason);
-		d->ledger_ids[i] = charged ? Int64GetDatum(r->ledger_id) : (Datum) 0;
-		d->charged[i] = charged;
-		d->uncharged[i] = !charged;
+		w->tids[w->n] = PointerGetDatum(&r->tid);
+		if (r->outcome == ROW_CHARGED)
+		{
+			w->values[w->n] = r->cost;
+			w->ledger_ids[w->n] = Int64GetDatum(r->ledger_id);
+		}
+		else
+			w->values[w->n] = CStringGetTextDatum(r->reason);
+		w->n++;
 	}
 }
 
 /*
- * Write every decided message in one UPDATE, by ctid: the claim locked the
- * rows, so they cannot have moved, and a TID scan spares an index probe
- * per message.
+ * Write the decided messages, by ctid: the claim locked the rows, so they
+ * cannot have moved, and a TID scan spares an index probe per message.
  */
 static void
-write_messages(const Batch *b, Decisions *d)
+write_messages(WriteArrays *charged, WriteArrays *failed)
 {
-	Oid			argtypes[5] = {TIDARRAYOID, TEXTARRAYOID,
-	NUMERICARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
-	Datum		values[5];
+	Oid			argtypes[3] = {TIDARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
+	Datum		values[3];
 
-	if (d->n == 0)
-		return;
-	values[0] = mb_array(d->tids, NULL, d->n, TIDOID);
-	values[1] = mb_array(d->statuses, NULL, d->n, TEXTOID);
-	values[2] = mb_array(d->costs, d->uncharged, d->n, NUMERICOID);
-	values[3] = mb_array(d->reasons, d->charged, d->n, TEXTOID);
-	values[4] = mb_array(d->ledger_ids, d->uncharged, d->n, INT8OID);
-	mb_exec_plan(mb_plan(MB_STMT_WRITE_MESSAGES, write_messages_sql,
-						 5, argtypes),
-				 values, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != (uint64) d->n)
-		elog(ERROR, "updated %lu messages, expected %d",
-			 (unsigned long) SPI_processed, d->n);
+	if (charged->n > 0)
+	{
+		values[0] = mb_array(charged->tids, NULL, charged->n, TIDOID);
+		values[1] = mb_array(charged->values, NULL, charged->n, NUMERICOID);
+		values[2] = mb_array(charged->ledger_ids, NULL, charged->n, INT8OID);
+		mb_exec_plan(mb_plan(MB_STMT_WRITE_CHARGED, write_charged_sql,
+							 3, argtypes), values, NULL, SPI_OK_UPDATE);
+		if (SPI_processed != (uint64) charged->n)
+			elog(ERROR, "updated %lu charged messages, expected %d",
+				 (unsigned long) SPI_processed, charged->n);
+	}
+	if (failed->n > 0)
+	{
+		argtypes[1] = TEXTARRAYOID;
+		values[0] = mb_array(failed->tids, NULL, failed->n, TIDOID);
+		values[1] = mb_array(failed->values, NULL, failed->n, TEXTOID);
+		mb_exec_plan(mb_plan(MB_STMT_WRITE_FAILED, write_failed_sql,
+							 2, argtypes), values, NULL, SPI_OK_UPDATE);
+		if (SPI_processed != (uint64) failed->n)
+			elog(ERROR, "updated %lu failed messages, expected %d",
+				 (unsigned long) SPI_processed, failed->n);
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -414,7 +461,8 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	MemoryContext cxt = AllocSetContextCreate(caller, "msgbilling batch",
 											  ALLOCSET_DEFAULT_SIZES);
 	Batch		b;
-	Decisions	d;
+	WriteArrays charged;
+	WriteArrays failed;
 	int64		looked = 0;
 	int64		skipped_before = totals->skipped;
 	int			guc_level;
@@ -441,8 +489,8 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
 		looked = b.nrows + b.skipped;
 		charge_wallets(&b);
-		collect_decisions(&b, &d, totals);
-		write_messages(&b, &d);
+		collect_decisions(&b, &charged, &failed, totals);
+		write_messages(&charged, &failed);
 		totals->skipped += b.skipped;
 	}
 	/*

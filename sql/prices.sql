@@ -86,6 +86,30 @@ SELECT msgbilling.retry_failed('acme');
 SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, cost_credits, billing_error FROM messages
  WHERE id IN (6, 20) ORDER BY id;
+
+-- Costs are computed in integers for prices of up to 18 digits and in
+-- numeric for longer ones: both round half away from zero, and both fail
+-- a cost that rounds to 10000 or more.
+SELECT msgbilling.top_up('big', 100000);
+SELECT msgbilling.set_price('edge', 0.00000099999999995, '2024-01-01') > 0 AS set;
+SELECT msgbilling.set_price('edge-long', 0.000000999999999950000000001,
+                            '2024-01-01') > 0 AS set;
+SELECT msgbilling.set_price('long', 0.0000005000000000000000001,
+                            '2024-01-01') > 0 AS set;
+SELECT msgbilling.set_price('whole', 1, '2024-01-01') > 0 AS set;
+INSERT INTO messages (id, org_id, tokens_used, model, created_at) VALUES
+    (40, 'big', 10000000000, 'edge', '2024-07-01'),      -- 9999.9999995 => out
+    (41, 'big', 9999999999, 'edge', '2024-07-01'),       -- 9999.999999
+    (42, 'big', 10000000000, 'edge-long', '2024-07-01'), -- 9999.99999950… => out
+    (43, 'big', 9999999999, 'edge-long', '2024-07-01'),  -- 9999.999999
+    (44, 'big', 1, 'long', '2024-07-01'),                -- 0.00000050…1 => 0.000001
+    (45, 'big', 3, 'long', '2024-07-01'),                -- 0.00000150…3 => 0.000002
+    (46, 'big', 10000, 'whole', '2024-07-01'),           -- 10000 => out
+    (47, 'big', 9999, 'whole', '2024-07-01');            -- 9999.000000
+SELECT * FROM msgbilling.process_all_pending('big');
+SELECT id, billing_status, cost_credits, billing_error FROM messages
+ WHERE id >= 40 ORDER BY id;
+SELECT msgbilling.balance('big');
 SELECT check_name, ok FROM msgbilling.verify();
 
 SELECT msgbilling.detach('messages', drop_columns => true, force => true);

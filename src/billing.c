@@ -33,15 +33,12 @@
 #include "msgbilling.h"
 #include "prices.h"
 
-/* Largest cost numeric(10,6) holds, plus one millionth. */
-#define MB_COST_LIMIT "10000"
 /* Tokens above this are not a real message. */
 #define MB_TOKENS_LIMIT INT64CONST(1000000000000000)
 
-static Datum cost_limit;
 static Datum numeric_zero;
 
-/* Numeric constants, built once in TopMemoryContext. */
+/* Numeric zero, built once in TopMemoryContext. */
 static void
 init_constants(void)
 {
@@ -50,9 +47,6 @@ init_constants(void)
 	if (numeric_zero != (Datum) 0)
 		return;
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	cost_limit = DirectFunctionCall3(numeric_in, CStringGetDatum(MB_COST_LIMIT),
-									 ObjectIdGetDatum(InvalidOid),
-									 Int32GetDatum(-1));
 	/* zero with the scale of a cost, so that totals print alike */
 	numeric_zero = DirectFunctionCall3(numeric_in, CStringGetDatum("0.000000"),
 									   ObjectIdGetDatum(InvalidOid),
@@ -159,24 +153,19 @@ valid_tokens(const BatchRow *r)
 
 /*
  * Price a message: its reason to fail, or NULL with *cost set.
- * cost = round(tokens * price, 6).
+ * cost = round(tokens * price, 6) (prices.c).
  */
 static const char *
 price_row(const Batch *b, BatchRow *r, TimestampTz now)
 {
-	Datum		price;
-	Datum		tokens;
+	const MbPrice *price;
 
 	if (!valid_tokens(r))
 		return "invalid_tokens";
-	if (!mb_price_at(b->prices, r->model, r->created_null ? now : r->created,
-					 &price))
+	price = mb_price_at(b->prices, r->model, r->created_null ? now : r->created);
+	if (price == NULL)
 		return "no_price";
-	tokens = NumericGetDatum(int64_to_numeric(r->tokens));
-	r->cost = DirectFunctionCall2(numeric_round,
-								  DirectFunctionCall2(numeric_mul, tokens, price),
-								  Int32GetDatum(6));
-	if (num_cmp(r->cost, cost_limit) >= 0)
+	if (!mb_cost(price, r->tokens, &r->cost))
 		return "cost_out_of_range";
 	return NULL;
 }

@@ -1,14 +1,23 @@
 /*
  * prices.c
- *		Load msgbilling.prices and find the price in effect for a message.
+ *		Load msgbilling.prices, find the price in effect for a message, and
+ *		compute its cost.
  *
  * Prices are few and read-mostly, so each billing batch loads them all
  * into memory and prices every message there, instead of joining the
  * price table once per message.
+ *
+ * cost = round(tokens * price, 6), half away from zero.  Tokens are an
+ * integer and a price is a short decimal, so the cost is computed in
+ * 128-bit integers, exactly, when the price's digits fit in 18; other
+ * prices (or a compiler without 128-bit integers) go through numeric.
+ * Both give the same numeric(10,6) value.
  */
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
 
 #include "config.h"
 #include "prices.h"
@@ -19,6 +28,42 @@ prices_sql(const MbConfig *cfg)
 	return pstrdup("SELECT model, effective_from, credits_per_token"
 				   " FROM msgbilling.prices"
 				   " ORDER BY model COLLATE \"C\" NULLS FIRST, effective_from");
+}
+
+/* Costs from MB_COST_LIMIT credits up do not fit a numeric(10,6). */
+#define MB_COST_LIMIT_MICROS INT64CONST(10000000000)
+#define MB_MAX_SCALED_DIGITS 18
+
+/*
+ * Set the price's units and scale (credits_per_token = units / 10^scale)
+ * from its decimal text; false when it has more than 18 digits.  Prices
+ * are finite and not negative (the table's CHECK).
+ */
+static bool
+scale_price(MbPrice *p)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   p->credits_per_token));
+	const char *c;
+	int			digits = 0;
+	bool		fraction = false;
+
+	p->units = 0;
+	p->scale = 0;
+	for (c = text; *c; c++)
+	{
+		if (*c == '.')
+		{
+			fraction = true;
+			continue;
+		}
+		if (*c < '0' || *c > '9' || ++digits > MB_MAX_SCALED_DIGITS)
+			return false;
+		p->units = p->units * 10 + (*c - '0');
+		if (fraction)
+			p->scale++;
+	}
+	return true;
 }
 
 /* All prices, in the current memory context. */
@@ -45,6 +90,7 @@ mb_prices_load(void)
 															  &isnull));
 		p->credits_per_token = SPI_getbinval(tt->vals[i], tt->tupdesc, 3,
 											 &isnull);
+		p->scaled = scale_price(p);
 	}
 	return list;
 }
@@ -79,34 +125,94 @@ first_of_model(const MbPriceList *list, const char *model)
 	return -1;
 }
 
-/* The latest price of exactly this model in effect at time at. */
-static bool
-model_price_at(const MbPriceList *list, const char *model, TimestampTz at,
-			   Datum *price)
+/* The latest price of exactly this model in effect at time at, or NULL. */
+static const MbPrice *
+model_price_at(const MbPriceList *list, const char *model, TimestampTz at)
 {
 	int			i = first_of_model(list, model);
-	bool		found = false;
+	const MbPrice *found = NULL;
 
 	for (; i >= 0 && i < list->count &&
 		 model_cmp(list->items[i].model, model) == 0; i++)
 	{
 		if (list->items[i].effective_from > at)
 			break;
-		*price = list->items[i].credits_per_token;
-		found = true;
+		found = &list->items[i];
 	}
 	return found;
 }
 
 /*
  * The price for a message of model at time at: the model's own price in
- * effect then, else the default price in effect then.
+ * effect then, else the default price in effect then; NULL when neither.
+ */
+const MbPrice *
+mb_price_at(const MbPriceList *list, const char *model, TimestampTz at)
+{
+	const MbPrice *price = NULL;
+
+	if (model != NULL)
+		price = model_price_at(list, model, at);
+	return price ? price : model_price_at(list, NULL, at);
+}
+
+#ifdef HAVE_INT128
+/* 10^n for n from 0 to 36. */
+static int128
+pow10_128(int n)
+{
+	int128		p = 1;
+
+	while (n-- > 0)
+		p *= 10;
+	return p;
+}
+
+/* The cost in millionths of a credit, or -1 when it is out of range. */
+static int64
+scaled_cost_micros(const MbPrice *price, int64 tokens)
+{
+	/* tokens < 2^63 and units < 10^18: the product fits in 2^123 */
+	int128		product = (int128) tokens * price->units;
+
+	if (price->scale > 6)
+	{
+		int128		divisor = pow10_128(price->scale - 6);
+
+		product = (product + divisor / 2) / divisor;
+	}
+	else if (product < MB_COST_LIMIT_MICROS)
+		product *= pow10_128(6 - price->scale);
+	return product < MB_COST_LIMIT_MICROS ? (int64) product : -1;
+}
+#endif
+
+/*
+ * The cost of tokens (0 or more) at price: false when it is too large for
+ * a numeric(10,6).
  */
 bool
-mb_price_at(const MbPriceList *list, const char *model, TimestampTz at,
-			Datum *price)
+mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
 {
-	if (model != NULL && model_price_at(list, model, at, price))
+	Datum		exact;
+	Datum		limit;
+
+#ifdef HAVE_INT128
+	if (price->scaled)
+	{
+		int64		micros = scaled_cost_micros(price, tokens);
+
+		if (micros < 0)
+			return false;
+		*cost = NumericGetDatum(int64_div_fast_to_numeric(micros, 6));
 		return true;
-	return model_price_at(list, NULL, at, price);
+	}
+#endif
+	limit = DirectFunctionCall1(int8_numeric,
+								Int64GetDatum(MB_COST_LIMIT_MICROS / 1000000));
+	exact = DirectFunctionCall2(numeric_mul,
+								NumericGetDatum(int64_to_numeric(tokens)),
+								price->credits_per_token);
+	*cost = DirectFunctionCall2(numeric_round, exact, Int32GetDatum(6));
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, *cost, limit)) < 0;
 }

@@ -1,6 +1,7 @@
 /*
  * prices.h
- *		The versioned price list, loaded once per billing batch.
+ *		The versioned price list, loaded once per billing batch, and what a
+ *		message costs.
  */
 #ifndef MB_PRICES_H
 #define MB_PRICES_H
@@ -14,6 +15,10 @@ typedef struct MbPrice
 	char	   *model;			/* NULL: the default price */
 	TimestampTz effective_from;
 	Datum		credits_per_token;	/* numeric */
+	bool		scaled;			/* it is units / 10^scale, both small enough
+								 * for mb_cost's integer arithmetic */
+	int64		units;
+	int			scale;
 } MbPrice;
 
 typedef struct MbPriceList
@@ -23,7 +28,8 @@ typedef struct MbPriceList
 } MbPriceList;
 
 extern MbPriceList *mb_prices_load(void);
-extern bool mb_price_at(const MbPriceList *list, const char *model,
-						TimestampTz at, Datum *price);
+extern const MbPrice *mb_price_at(const MbPriceList *list, const char *model,
+								  TimestampTz at);
+extern bool mb_cost(const MbPrice *price, int64 tokens, Datum *cost);
 
 #endif							/* MB_PRICES_H */

@@ -17,10 +17,10 @@ QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 if [ "$QUICK" = 1 ]; then
     N=200000; ORGS=10000; W6_SIZES="50000 200000 500000"; W5_N=1000000
-    LOOP_N=5000; RT_SECONDS=5; W3_SECONDS=10; W4_SAMPLES=40
+    LOOP_N=5000; RT_SECONDS=5; W3_SECONDS=10; W4_SAMPLES=40; W1_ROUNDS=1
 else
     N=1000000; ORGS=10000; W6_SIZES="100000 1000000 5000000"; W5_N=10000000
-    LOOP_N=20000; RT_SECONDS=15; W3_SECONDS=20; W4_SAMPLES=200
+    LOOP_N=20000; RT_SECONDS=15; W3_SECONDS=20; W4_SAMPLES=200; W1_ROUNDS=2
 fi
 # sizes can be overridden, for a machine or a session with less time
 W6_SIZES=${BENCH_W6:-$W6_SIZES}
@@ -109,24 +109,42 @@ echo "workload,variant,messages,seconds,rate,wal_bytes,wal_per_message,peak_mem_
 echo "== W1: $N messages over $ORGS orgs"
 make_template t_guide guide "$N" "$ORGS"
 make_template t_mb mb "$N" "$ORGS"
-fresh t_mb
-record W1 msgbilling "$N" $(measure "CALL msgbilling.drain(10000);")
-psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee "$MB_WORK/verify.txt"
-fresh t_mb
-record W1 "msgbilling: drain(50000)" "$N" $(measure "CALL msgbilling.drain(50000);")
-fresh t_guide
-record W1 "(a) set-based on guide schema" "$N" $(measure "\\set prices prices
+# msgbilling, (a) and (b) run W1_ROUNDS times, interleaved, each on a fresh
+# copy; the fastest run of each is kept.  One run alone can land on a burst
+# of noise on this shared machine (the disk still writing back the
+# templates just built, another tenant), which moved a ratio by 10 %.
+declare -A BEST
+keep_best() {  # key secs wal peak idle: keep the run with the fewest seconds
+    local key=$1; shift
+    if [ -z "${BEST[$key]:-}" ] ||
+       awk -v a="$1" -v b="${BEST[$key]%% *}" 'BEGIN { exit !(a < b) }'; then
+        BEST[$key]="$*"
+    fi
+}
+: >"$MB_WORK/verify.txt"
+for _ in $(seq 1 "$W1_ROUNDS"); do
+    fresh t_mb
+    keep_best mb $(measure "CALL msgbilling.drain(10000);")
+    psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee -a "$MB_WORK/verify.txt"
+    fresh t_guide
+    keep_best a $(measure "\\set prices prices
 \\set credits credits
 \\set ledger ledger
 \\set price_order model
 \\i $B/sql/set_based.sql")
-fresh t_mb
-record W1 "(b) set-based on msgbilling schema" "$N" $(measure "SET msgbilling.repair = on;
+    fresh t_mb
+    keep_best b $(measure "SET msgbilling.repair = on;
 \\set prices msgbilling.prices
 \\set credits msgbilling.credits
 \\set ledger msgbilling.ledger
 \\set price_order 'effective_from DESC'
 \\i $B/sql/set_based.sql")
+done
+record W1 msgbilling "$N" ${BEST[mb]}
+fresh t_mb
+record W1 "msgbilling: drain(50000)" "$N" $(measure "CALL msgbilling.drain(50000);")
+record W1 "(a) set-based on guide schema" "$N" ${BEST[a]}
+record W1 "(b) set-based on msgbilling schema" "$N" ${BEST[b]}
 fresh t_mb
 record W1 "(c) PL/pgSQL loop" "$LOOP_N" $(measure "SET msgbilling.repair = on;
 SELECT bench_plpgsql_loop($LOOP_N);")

@@ -393,13 +393,29 @@ collect_decisions(const Batch *b, WriteArrays *charged, WriteArrays *failed,
 }
 
 /*
+ * Run one write (its arrays in values) and check that it updated every one
+ * of the n rows it was given.
+ */
+static void
+exec_write(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes,
+		   Datum *values, int n, const char *what)
+{
+	mb_exec_plan(mb_plan(id, build, nargs, argtypes), values, NULL,
+				 SPI_OK_UPDATE);
+	if (SPI_processed != (uint64) n)
+		elog(ERROR, "updated %lu %s messages, expected %d",
+			 (unsigned long) SPI_processed, what, n);
+}
+
+/*
  * Write the decided messages, by ctid: the claim locked the rows, so they
  * cannot have moved, and a TID scan spares an index probe per message.
  */
 static void
 write_messages(WriteArrays *charged, WriteArrays *failed)
 {
-	Oid			argtypes[3] = {TIDARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
+	Oid			charged_types[3] = {TIDARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
+	Oid			failed_types[2] = {TIDARRAYOID, TEXTARRAYOID};
 	Datum		values[3];
 
 	if (charged->n > 0)
@@ -407,22 +423,15 @@ write_messages(WriteArrays *charged, WriteArrays *failed)
 		values[0] = mb_array(charged->tids, NULL, charged->n, TIDOID);
 		values[1] = mb_array(charged->values, NULL, charged->n, NUMERICOID);
 		values[2] = mb_array(charged->ledger_ids, NULL, charged->n, INT8OID);
-		mb_exec_plan(mb_plan(MB_STMT_WRITE_CHARGED, write_charged_sql,
-							 3, argtypes), values, NULL, SPI_OK_UPDATE);
-		if (SPI_processed != (uint64) charged->n)
-			elog(ERROR, "updated %lu charged messages, expected %d",
-				 (unsigned long) SPI_processed, charged->n);
+		exec_write(MB_STMT_WRITE_CHARGED, write_charged_sql, 3, charged_types,
+				   values, charged->n, "charged");
 	}
 	if (failed->n > 0)
 	{
-		argtypes[1] = TEXTARRAYOID;
 		values[0] = mb_array(failed->tids, NULL, failed->n, TIDOID);
 		values[1] = mb_array(failed->values, NULL, failed->n, TEXTOID);
-		mb_exec_plan(mb_plan(MB_STMT_WRITE_FAILED, write_failed_sql,
-							 2, argtypes), values, NULL, SPI_OK_UPDATE);
-		if (SPI_processed != (uint64) failed->n)
-			elog(ERROR, "updated %lu failed messages, expected %d",
-				 (unsigned long) SPI_processed, failed->n);
+		exec_write(MB_STMT_WRITE_FAILED, write_failed_sql, 2, failed_types,
+				   values, failed->n, "failed");
 	}
 }
 

@@ -383,6 +383,12 @@ mb_worker_main(Datum arg)
 			last_drain_start = GetCurrentTimestamp();
 			sleep_ms = drain_cycle(slot);
 		}
+		/*
+		 * A SIGTERM that came during the waits above had its latch reset
+		 * there: waiting for the latch again would sleep a whole naptime.
+		 */
+		if (got_sigterm)
+			break;
 		report_progress(STATE_IDLE, mb_enabled ? "sleeping" : "disabled");
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);

@@ -2,7 +2,8 @@
 # wakes on commit, bills the commits of a wake_interval together, resumes
 # its peeks, follows a naptime change on SIGHUP, survives kill -9 of
 # itself and of a backend in the middle of a drain, backs off without
-# flooding the log, and bills nothing on a standby until promotion.
+# flooding the log, stops at once on SIGTERM, and bills nothing on a
+# standby until promotion.
 use strict;
 use warnings;
 
@@ -290,6 +291,34 @@ is( sql($primary, 'SELECT charged, failed FROM msgbilling.stats()'),
 	'every message charged exactly once');
 is(sql($primary, 'SELECT bool_and(ok) FROM msgbilling.verify()'), 't',
 	'verify() is clean');
+
+# -------------------------------------------------------------------------
+# SIGTERM while the worker waits out its wake interval stops it at once:
+# that wait takes the latch the signal set, and the worker must not go on
+# to sleep a naptime (1h) before it looks at the signal
+# -------------------------------------------------------------------------
+
+sql($primary, "ALTER SYSTEM SET msgbilling.wake_interval = '60s'");
+$primary->reload;
+sleep 1;
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (4, 13)');
+$primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')
+  or die 'the message was not billed';
+# this commit wakes the worker into the rest of its 60 s interval
+sql($primary, 'INSERT INTO messages (org_id, tokens_used) VALUES (4, 14)');
+sleep 1;
+my $waiting_pid = worker_pid($primary);
+my $stops_before = log_count($primary, qr/worker for database "postgres" stopping/);
+sql($primary, "SELECT pg_terminate_backend($waiting_pid)");
+ok( $primary->poll_query_until(
+		'postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $waiting_pid"),
+	'SIGTERM during the wake interval stops the worker, not a naptime later');
+is(log_count($primary, qr/worker for database "postgres" stopping/),
+	$stops_before + 1, 'and it says it is stopping');
+sql($primary, "ALTER SYSTEM RESET msgbilling.wake_interval");
+$primary->reload;
+# the message it left is billed by hand; the worker comes back in a minute
+sql($primary, 'SELECT msgbilling.process_all_pending()');
 
 # -------------------------------------------------------------------------
 # A streaming standby bills nothing; promotion makes it bill

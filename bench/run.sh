@@ -111,8 +111,9 @@ make_template t_guide guide "$N" "$ORGS"
 make_template t_mb mb "$N" "$ORGS"
 # msgbilling, (a) and (b) run W1_ROUNDS times, interleaved, each on a fresh
 # copy; the fastest run of each is kept.  One run alone can land on a burst
-# of noise on this shared machine (the disk still writing back the
-# templates just built, another tenant), which moved a ratio by 10 %.
+# of noise on this shared machine: once, the first drain took 7 % longer
+# than the same drain later in the same invocation, which moved the ratios
+# by 10 %.
 declare -A BEST
 keep_best() {  # key secs wal peak idle: keep the run with the fewest seconds
     local key=$1; shift

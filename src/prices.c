@@ -17,6 +17,7 @@
 
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 
 #include "config.h"
@@ -187,6 +188,23 @@ scaled_cost_micros(const MbPrice *price, int64 tokens)
 }
 #endif
 
+/* MB_COST_LIMIT_MICROS in credits, as numeric: built once, kept. */
+static Datum
+numeric_cost_limit(void)
+{
+	static Datum limit = (Datum) 0;
+
+	if (limit == (Datum) 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		limit = DirectFunctionCall1(int8_numeric,
+									Int64GetDatum(MB_COST_LIMIT_MICROS / 1000000));
+		MemoryContextSwitchTo(old);
+	}
+	return limit;
+}
+
 /*
  * The cost of tokens (0 or more) at price: false when it is too large for
  * a numeric(10,6).
@@ -195,7 +213,6 @@ bool
 mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
 {
 	Datum		exact;
-	Datum		limit;
 
 #ifdef HAVE_INT128
 	if (price->scaled)
@@ -208,11 +225,10 @@ mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
 		return true;
 	}
 #endif
-	limit = DirectFunctionCall1(int8_numeric,
-								Int64GetDatum(MB_COST_LIMIT_MICROS / 1000000));
 	exact = DirectFunctionCall2(numeric_mul,
 								NumericGetDatum(int64_to_numeric(tokens)),
 								price->credits_per_token);
 	*cost = DirectFunctionCall2(numeric_round, exact, Int32GetDatum(6));
-	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, *cost, limit)) < 0;
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, *cost,
+											 numeric_cost_limit())) < 0;
 }

@@ -8,6 +8,7 @@ OBJS = \
 	src/claim.o \
 	src/resume.o \
 	src/billing.o \
+	src/write.o \
 	src/billing_api.o \
 	src/wallet.o \
 	src/report.o \

@@ -134,6 +134,29 @@ CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON msgbilling.ledger
 REVOKE ALL ON FUNCTION msgbilling._guard_messages(),
     msgbilling._guard_ledger() FROM PUBLIC;
 
+-- What a billing batch decided for the message at a ctid (write.c): its
+-- cost, its org's ledger entry, its failure reason.  The batch's own
+-- UPDATEs read them; anywhere else they raise an error.
+CREATE FUNCTION msgbilling._decided_cost(tid)
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'decided_cost'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION msgbilling._decided_ledger_id(tid)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'decided_ledger_id'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION msgbilling._decided_error(tid)
+RETURNS text
+AS 'MODULE_PATHNAME', 'decided_error'
+LANGUAGE C VOLATILE STRICT;
+
+-- Only the billing functions (SECURITY DEFINER, run as the owner) call them.
+REVOKE ALL ON FUNCTION msgbilling._decided_cost(tid),
+    msgbilling._decided_ledger_id(tid), msgbilling._decided_error(tid)
+    FROM PUBLIC;
+
 -------------------------------------------------------------------------------
 -- attach / detach: the migration guide's data migration and its rollback
 -------------------------------------------------------------------------------

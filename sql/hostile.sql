@@ -531,6 +531,16 @@ SELECT msgbilling.attach('"Sch;ema"."Weird ""Name"" Table"',
                          org_column => 'user', tokens_column => 'select',
                          model_column => 'from', created_column => 'where');
 SELECT msgbilling.process_message_billing(21);
+-- H67: the look-ups of msgbilling's own writes, called anywhere else: by
+-- hand, in a query over the table, in an app's UPDATE (which then changes
+-- nothing)
+SELECT try($$SELECT msgbilling._decided_cost('(0,1)')$$) AS by_hand;
+SELECT try(format('SELECT msgbilling._decided_ledger_id(ctid) FROM %s', :'t'))
+       AS in_query;
+SELECT try(format('UPDATE %s SET "select" = 5 WHERE "order" = 21'
+                  ' AND msgbilling._decided_error(ctid) IS NULL', :'t'))
+       AS in_update;
+SELECT "select" FROM :t WHERE "order" = 21;
 
 -------------------------------------------------------------------------------
 -- Nothing was lost

@@ -1,7 +1,7 @@
 /*
  * batch.h
  *		The state of one billing batch, shared by claim.c (what the batch
- *		may bill) and billing.c (deciding and writing).
+ *		may bill), billing.c (deciding) and write.c (writing).
  */
 #ifndef MB_BATCH_H
 #define MB_BATCH_H
@@ -79,5 +79,8 @@ typedef struct Batch
 
 /* claim.c */
 extern bool mb_claim(Batch *b, int64 limit, Datum zero);
+
+/* write.c */
+extern void mb_write_messages(const Batch *b, MbTotals *totals);
 
 #endif							/* MB_BATCH_H */

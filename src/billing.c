@@ -8,8 +8,8 @@
  *
  *	1. one UPDATE of the wallets and one INSERT into the ledger, one row per
  *	   org, in a single statement (with the counters stats() reads);
- *	2. one UPDATE of the charged messages and one of the failed ones, from
- *	   arrays, by ctid.
+ *	2. one UPDATE of the charged messages and one of the failed ones, by
+ *	   ctid (write.c).
  *
  * Deciding happens here in C, per org in order: a running sum of costs is
  * compared with balance + overdraft limit, and the first message that does
@@ -108,35 +108,6 @@ charge_wallets_sql(const MbConfig *cfg)
 				   " SELECT e.id, e.org_id, 'charge', -e.amount, e.balance, e.n"
 				   " FROM e)"
 				   " SELECT e.ix, e.id FROM e");
-}
-
-/*
- * Charged and failed messages are written by two statements, each setting
- * only what differs from message to message, from arrays in ctid order.
- */
-static char *
-write_charged_sql(const MbConfig *cfg)
-{
-	return psprintf("UPDATE %s m SET billing_status = '" MB_CHARGED "',"
-					" cost_credits = u.cost, charged_at = pg_catalog.now(),"
-					" billing_error = NULL, billing_ledger_id = u.lid"
-					" FROM (SELECT pg_catalog.unnest($1) AS tid,"
-					" pg_catalog.unnest($2::pg_catalog.numeric[]) AS cost,"
-					" pg_catalog.unnest($3::pg_catalog.int8[]) AS lid) u"
-					" WHERE m.ctid = u.tid",
-					cfg->relname);
-}
-
-static char *
-write_failed_sql(const MbConfig *cfg)
-{
-	return psprintf("UPDATE %s m SET billing_status = '" MB_FAILED "',"
-					" cost_credits = NULL, charged_at = NULL,"
-					" billing_error = u.err, billing_ledger_id = NULL"
-					" FROM (SELECT pg_catalog.unnest($1) AS tid,"
-					" pg_catalog.unnest($2::pg_catalog.text[]) AS err) u"
-					" WHERE m.ctid = u.tid",
-					cfg->relname);
 }
 
 /* ---------------------------------------------------------------------
@@ -270,171 +241,6 @@ charge_wallets(Batch *b)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* A decided message, by the place of its row: what the writes sort by. */
-typedef struct DecidedRow
-{
-	uint64		place;			/* block number, then offset */
-	BatchRow   *row;
-} DecidedRow;
-
-#define ST_SORT sort_decided
-#define ST_ELEMENT_TYPE DecidedRow
-#define ST_COMPARE(a, b) (((a)->place > (b)->place) - ((a)->place < (b)->place))
-#define ST_SCOPE static
-#define ST_DEFINE
-#include "lib/sort_template.h"
-
-static uint64
-row_place(const BatchRow *r)
-{
-	return ((uint64) ItemPointerGetBlockNumberNoCheck(&r->tid) << 16) |
-		ItemPointerGetOffsetNumberNoCheck(&r->tid);
-}
-
-/* The arrays one write statement takes: ctids, then one or two values. */
-typedef struct WriteArrays
-{
-	int			n;
-	Datum	   *tids;
-	Datum	   *values;			/* costs, or failure reasons */
-	Datum	   *ledger_ids;		/* charged only */
-} WriteArrays;
-
-static void
-write_arrays_init(WriteArrays *w, int cap)
-{
-	w->n = 0;
-	w->tids = palloc(sizeof(Datum) * cap);
-	w->values = palloc(sizeof(Datum) * cap);
-	w->ledger_ids = palloc(sizeof(Datum) * cap);
-}
-
-/*
- * Count a decided message in totals; returns false for one left pending
- * (it is not written).
- */
-static bool
-count_decision(const BatchRow *r, MbTotals *totals)
-{
-	bool		charged = r->outcome == ROW_CHARGED;
-
-	if (r->outcome == ROW_PENDING)
-	{
-		totals->skipped++;
-		if (r->requested)
-			totals->last_status = MB_PENDING;
-		return false;
-	}
-	if (r->requested)
-	{
-		totals->requested++;
-		totals->last_status = charged ? MB_CHARGED : MB_FAILED;
-	}
-	if (charged)
-		totals->charged++;
-	else
-		totals->failed++;
-	return true;
-}
-
-/*
- * Collect the decided messages of the batch into the arrays of the two
- * writes, and add them to totals.  They go in ctid order: a run's batch
- * holds whole orgs, whose messages lie all over the table, and updating
- * them in the table's order visits each page once and adds the key index
- * entries of the new row versions in order.
- */
-static void
-collect_decisions(const Batch *b, WriteArrays *charged, WriteArrays *failed,
-				  MbTotals *totals)
-{
-	int			cap = Max(b->nrows, 1);
-	DecidedRow *decided = palloc(sizeof(DecidedRow) * cap);
-	int			n = 0;
-	int			i;
-
-	for (i = 0; i < b->norgs; i++)
-	{
-		const BatchOrg *o = &b->orgs[i];
-		int			j;
-
-		for (j = o->first; j < o->first + o->nrows; j++)
-		{
-			BatchRow   *r = &b->rows[j];
-
-			if (!count_decision(r, totals))
-				continue;
-			r->ledger_id = o->ledger_id;
-			decided[n].place = row_place(r);
-			decided[n++].row = r;
-		}
-		if (o->ncharged > 0)
-			totals->credits = num_add(totals->credits, o->charge);
-	}
-	sort_decided(decided, n);
-
-	write_arrays_init(charged, cap);
-	write_arrays_init(failed, cap);
-	for (i = 0; i < n; i++)
-	{
-		const BatchRow *r = decided[i].row;
-		WriteArrays *w = r->outcome == ROW_CHARGED ? charged : failed;
-
-		w->tids[w->n] = PointerGetDatum(&r->tid);
-		if (r->outcome == ROW_CHARGED)
-		{
-			w->values[w->n] = r->cost;
-			w->ledger_ids[w->n] = Int64GetDatum(r->ledger_id);
-		}
-		else
-			w->values[w->n] = CStringGetTextDatum(r->reason);
-		w->n++;
-	}
-}
-
-/*
- * Run one write (its arrays in values) and check that it updated every one
- * of the n rows it was given.
- */
-static void
-exec_write(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes,
-		   Datum *values, int n, const char *what)
-{
-	mb_exec_plan(mb_plan(id, build, nargs, argtypes), values, NULL,
-				 SPI_OK_UPDATE);
-	if (SPI_processed != (uint64) n)
-		elog(ERROR, "updated %lu %s messages, expected %d",
-			 (unsigned long) SPI_processed, what, n);
-}
-
-/*
- * Write the decided messages, by ctid: the claim locked the rows, so they
- * cannot have moved, and a TID scan spares an index probe per message.
- */
-static void
-write_messages(WriteArrays *charged, WriteArrays *failed)
-{
-	Oid			charged_types[3] = {TIDARRAYOID, NUMERICARRAYOID, INT8ARRAYOID};
-	Oid			failed_types[2] = {TIDARRAYOID, TEXTARRAYOID};
-	Datum		values[3];
-
-	if (charged->n > 0)
-	{
-		values[0] = mb_array(charged->tids, NULL, charged->n, TIDOID);
-		values[1] = mb_array(charged->values, NULL, charged->n, NUMERICOID);
-		values[2] = mb_array(charged->ledger_ids, NULL, charged->n, INT8OID);
-		exec_write(MB_STMT_WRITE_CHARGED, write_charged_sql, 3, charged_types,
-				   values, charged->n, "charged");
-	}
-	if (failed->n > 0)
-	{
-		values[0] = mb_array(failed->tids, NULL, failed->n, TIDOID);
-		values[1] = mb_array(failed->values, NULL, failed->n, TEXTOID);
-		exec_write(MB_STMT_WRITE_FAILED, write_failed_sql, 2, failed_types,
-				   values, failed->n, "failed");
-	}
-}
-
 /* ---------------------------------------------------------------------
  * The batch
  * ---------------------------------------------------------------------
@@ -459,8 +265,6 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	MemoryContext cxt = AllocSetContextCreate(caller, "msgbilling batch",
 											  ALLOCSET_DEFAULT_SIZES);
 	Batch		b;
-	WriteArrays charged;
-	WriteArrays failed;
 	int64		looked = 0;
 	int64		skipped_before = totals->skipped;
 	int			guc_level;
@@ -487,8 +291,10 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
 		looked = b.nrows + b.skipped;
 		charge_wallets(&b);
-		collect_decisions(&b, &charged, &failed, totals);
-		write_messages(&charged, &failed);
+		for (i = 0; i < b.norgs; i++)
+			if (b.orgs[i].ncharged > 0)
+				totals->credits = num_add(totals->credits, b.orgs[i].charge);
+		mb_write_messages(&b, totals);
 		totals->skipped += b.skipped;
 	}
 	/*

@@ -1,0 +1,301 @@
+/*
+ * write.c
+ *		Writing a batch's decided messages: one UPDATE of the charged ones
+ *		and one of the failed ones, each a single TID scan.
+ *
+ * Each write takes one array, the ctids of its messages in ctid order,
+ * and finds its rows with "ctid = ANY ($1)": one TID scan, which fetches
+ * them in that order.  What differs from message to message (cost and
+ * ledger entry, or failure reason) is not passed as more arrays joined to
+ * the ctids (a nested loop rescanning the TID scan once per message, about
+ * a fifth of the write's time): the statement reads it from the batch by
+ * ctid, through msgbilling._decided_cost(), _decided_ledger_id() and
+ * _decided_error(), which answer only while one of these writes runs.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "batch.h"
+#include "convert.h"
+#include "msgbilling.h"
+
+PG_FUNCTION_INFO_V1(decided_cost);
+PG_FUNCTION_INFO_V1(decided_ledger_id);
+PG_FUNCTION_INFO_V1(decided_error);
+
+/* A decided message, by the place of its row: what the writes sort by. */
+typedef struct DecidedRow
+{
+	uint64		place;			/* block number, then offset */
+	const BatchRow *row;
+} DecidedRow;
+
+#define ST_SORT sort_decided
+#define ST_ELEMENT_TYPE DecidedRow
+#define ST_COMPARE(a, b) (((a)->place > (b)->place) - ((a)->place < (b)->place))
+#define ST_SCOPE static
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
+/* The messages of one write, in ctid order. */
+typedef struct DecidedRows
+{
+	int			n;
+	DecidedRow *rows;
+	int			last;			/* the row the last look-up found */
+} DecidedRows;
+
+/* The write that is running, which the _decided_* functions read. */
+static DecidedRows *writing = NULL;
+
+static uint64
+tid_place(ItemPointer tid)
+{
+	return ((uint64) ItemPointerGetBlockNumberNoCheck(tid) << 16) |
+		ItemPointerGetOffsetNumberNoCheck(tid);
+}
+
+/* ---------------------------------------------------------------------
+ * SQL text of the two writes
+ * ---------------------------------------------------------------------
+ */
+
+static char *
+write_charged_sql(const MbConfig *cfg)
+{
+	return psprintf("UPDATE %s m SET billing_status = '" MB_CHARGED "',"
+					" cost_credits = msgbilling._decided_cost(m.ctid),"
+					" charged_at = pg_catalog.now(), billing_error = NULL,"
+					" billing_ledger_id = msgbilling._decided_ledger_id(m.ctid)"
+					" WHERE m.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+					cfg->relname);
+}
+
+static char *
+write_failed_sql(const MbConfig *cfg)
+{
+	return psprintf("UPDATE %s m SET billing_status = '" MB_FAILED "',"
+					" cost_credits = NULL, charged_at = NULL,"
+					" billing_error = msgbilling._decided_error(m.ctid),"
+					" billing_ledger_id = NULL"
+					" WHERE m.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+					cfg->relname);
+}
+
+/* ---------------------------------------------------------------------
+ * What the writes read, by ctid
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The decided message at tid in the running write.  The TID scan returns
+ * rows in the order of the write's array, so the row after the last one
+ * found is almost always it; a cost and a ledger id are read per row, so
+ * the last one may be it too.  Anything else is found by binary search.
+ */
+static const BatchRow *
+decided_row(ItemPointer tid, const char *fname)
+{
+	DecidedRows *w = writing;
+	uint64		place = tid_place(tid);
+	int			lo = 0;
+	int			hi;
+
+	if (w == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s can only be called by msgbilling's own writes",
+						fname),
+				 errdetail("It reads the batch of messages msgbilling is writing."),
+				 errhint("Bill messages with msgbilling.process_message_billing(),"
+						 " process_batch_billing() or process_all_pending().")));
+	if (w->rows[w->last].place == place)
+		return w->rows[w->last].row;
+	if (w->last + 1 < w->n && w->rows[w->last + 1].place == place)
+		return w->rows[++w->last].row;
+	hi = w->n - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (w->rows[mid].place == place)
+		{
+			w->last = mid;
+			return w->rows[mid].row;
+		}
+		if (w->rows[mid].place < place)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	elog(ERROR, "msgbilling write found no decision for ctid (%u,%u)",
+		 ItemPointerGetBlockNumberNoCheck(tid),
+		 ItemPointerGetOffsetNumberNoCheck(tid));
+	return NULL;				/* keep compiler quiet */
+}
+
+Datum
+decided_cost(PG_FUNCTION_ARGS)
+{
+	const BatchRow *r = decided_row((ItemPointer) PG_GETARG_POINTER(0),
+									"msgbilling._decided_cost()");
+
+	Assert(r->outcome == ROW_CHARGED);
+	PG_RETURN_DATUM(r->cost);
+}
+
+Datum
+decided_ledger_id(PG_FUNCTION_ARGS)
+{
+	const BatchRow *r = decided_row((ItemPointer) PG_GETARG_POINTER(0),
+									"msgbilling._decided_ledger_id()");
+
+	Assert(r->outcome == ROW_CHARGED);
+	PG_RETURN_INT64(r->ledger_id);
+}
+
+Datum
+decided_error(PG_FUNCTION_ARGS)
+{
+	const BatchRow *r = decided_row((ItemPointer) PG_GETARG_POINTER(0),
+									"msgbilling._decided_error()");
+
+	Assert(r->outcome == ROW_FAILED);
+	PG_RETURN_TEXT_P(cstring_to_text(r->reason));
+}
+
+/* ---------------------------------------------------------------------
+ * Collecting and writing
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Count a decided message in totals; returns false for one left pending
+ * (it is not written).
+ */
+static bool
+count_decision(const BatchRow *r, MbTotals *totals)
+{
+	bool		charged = r->outcome == ROW_CHARGED;
+
+	if (r->outcome == ROW_PENDING)
+	{
+		totals->skipped++;
+		if (r->requested)
+			totals->last_status = MB_PENDING;
+		return false;
+	}
+	if (r->requested)
+	{
+		totals->requested++;
+		totals->last_status = charged ? MB_CHARGED : MB_FAILED;
+	}
+	if (charged)
+		totals->charged++;
+	else
+		totals->failed++;
+	return true;
+}
+
+/*
+ * Collect the decided messages of the batch into the two writes, and add
+ * them to totals.  They go in ctid order: a run's batch holds whole orgs,
+ * whose messages lie all over the table, and updating them in the table's
+ * order visits each page once and adds the key index entries of the new
+ * row versions in order.
+ */
+static void
+collect_decisions(const Batch *b, DecidedRows *charged, DecidedRows *failed,
+				  MbTotals *totals)
+{
+	int			cap = Max(b->nrows, 1);
+	DecidedRow *decided = palloc(sizeof(DecidedRow) * cap);
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < b->norgs; i++)
+	{
+		const BatchOrg *o = &b->orgs[i];
+		int			j;
+
+		for (j = o->first; j < o->first + o->nrows; j++)
+		{
+			BatchRow   *r = &b->rows[j];
+
+			if (!count_decision(r, totals))
+				continue;
+			r->ledger_id = o->ledger_id;
+			decided[n].place = tid_place(&r->tid);
+			decided[n++].row = r;
+		}
+	}
+	sort_decided(decided, n);
+
+	memset(charged, 0, sizeof(DecidedRows));
+	memset(failed, 0, sizeof(DecidedRows));
+	charged->rows = palloc(sizeof(DecidedRow) * cap);
+	failed->rows = palloc(sizeof(DecidedRow) * cap);
+	for (i = 0; i < n; i++)
+	{
+		DecidedRows *w = decided[i].row->outcome == ROW_CHARGED ?
+			charged : failed;
+
+		w->rows[w->n++] = decided[i];
+	}
+}
+
+/*
+ * Run one write over rows, with them readable by ctid while it runs, and
+ * check that it updated every one of them.  The rows are locked by the
+ * claim, so they cannot have moved.
+ */
+static void
+exec_write(MbStmt id, MbSqlBuilder build, DecidedRows *rows, const char *what)
+{
+	Oid			argtypes[1] = {TIDARRAYOID};
+	Datum	   *tids = palloc(sizeof(Datum) * rows->n);
+	Datum		tid_array;
+	DecidedRows *outer = writing;
+	int			i;
+
+	for (i = 0; i < rows->n; i++)
+		tids[i] = PointerGetDatum(&rows->rows[i].row->tid);
+	tid_array = mb_array(tids, NULL, rows->n, TIDOID);
+	/* a write may run inside another (an app trigger that bills) */
+	writing = rows;
+	PG_TRY();
+	{
+		mb_exec_plan(mb_plan(id, build, 1, argtypes), &tid_array, NULL,
+					 SPI_OK_UPDATE);
+	}
+	PG_FINALLY();
+	{
+		writing = outer;
+	}
+	PG_END_TRY();
+	if (SPI_processed != (uint64) rows->n)
+		elog(ERROR, "updated %lu %s messages, expected %d",
+			 (unsigned long) SPI_processed, what, rows->n);
+}
+
+/*
+ * Write the batch's decided messages, charged then failed, and add them to
+ * totals.  Their orgs' ledger entries are written already.
+ */
+void
+mb_write_messages(const Batch *b, MbTotals *totals)
+{
+	DecidedRows charged;
+	DecidedRows failed;
+
+	collect_decisions(b, &charged, &failed, totals);
+	if (charged.n > 0)
+		exec_write(MB_STMT_WRITE_CHARGED, write_charged_sql, &charged,
+				   "charged");
+	if (failed.n > 0)
+		exec_write(MB_STMT_WRITE_FAILED, write_failed_sql, &failed, "failed");
+}

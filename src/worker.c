@@ -27,6 +27,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -364,6 +365,14 @@ mb_worker_main(Datum arg)
 										 0);
 	/* its run peeks may start where the last one found messages */
 	mb_peek_resumes = true;
+	/*
+	 * No parallel query in the worker: its batches read by index, and the
+	 * one scan a plan would run in parallel, the backlog count (a sequential
+	 * scan of the whole table while the backlog is large), would take every
+	 * core from the app for its duration, once a naptime.
+	 */
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET,
+					PGC_S_SESSION);
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "msgbilling worker",
 									   ALLOCSET_DEFAULT_SIZES);
 	my_slot = slot;

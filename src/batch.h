@@ -81,6 +81,6 @@ typedef struct Batch
 extern bool mb_claim(Batch *b, int64 limit, Datum zero);
 
 /* write.c */
-extern void mb_write_messages(const Batch *b, MbTotals *totals);
+extern void mb_write_messages(Batch *b, MbTotals *totals);
 
 #endif							/* MB_BATCH_H */

@@ -202,14 +202,14 @@ count_decision(const BatchRow *r, MbTotals *totals)
 }
 
 /*
- * Collect the decided messages of the batch into the two writes, and add
- * them to totals.  They go in ctid order: a run's batch holds whole orgs,
+ * Collect the decided messages of the batch into the two writes, each with
+ * its org's ledger entry, and add them to totals.  They go in ctid order: a run's batch holds whole orgs,
  * whose messages lie all over the table, and updating them in the table's
  * order visits each page once and adds the key index entries of the new
  * row versions in order.
  */
 static void
-collect_decisions(const Batch *b, DecidedRows *charged, DecidedRows *failed,
+collect_decisions(Batch *b, DecidedRows *charged, DecidedRows *failed,
 				  MbTotals *totals)
 {
 	int			cap = Max(b->nrows, 1);
@@ -287,7 +287,7 @@ exec_write(MbStmt id, MbSqlBuilder build, DecidedRows *rows, const char *what)
  * totals.  Their orgs' ledger entries are written already.
  */
 void
-mb_write_messages(const Batch *b, MbTotals *totals)
+mb_write_messages(Batch *b, MbTotals *totals)
 {
 	DecidedRows charged;
 	DecidedRows failed;

@@ -159,7 +159,11 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
  * Make failures for reason pending again, of one org (org_null false) or
  * all; returns how many.  With wait, rows another session holds are waited
  * for, else skipped (retry_failed, a new price: a later call catches
- * them).  Wakes the worker when there is new work.
+ * them).  Skipping never splits an org's insufficient_credits failures:
+ * while another session holds one of them, the org's others stay failed
+ * too.  Re-pending the older ones alone would leave the held, newer one
+ * failed, and cheap enough for the unchanged wallet, until the older ones
+ * failed again.  Wakes the worker when there is new work.
  */
 static uint64
 repend_failed(const MbConfig *cfg, const char *reason, Datum org,
@@ -168,16 +172,25 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 	Oid			argtypes[2] = {cfg->org_type, TEXTOID};
 	Datum		values[2] = {org, reason ? CStringGetTextDatum(reason) : (Datum) 0};
 	char		nulls[2] = {org_null ? 'n' : ' ', reason ? ' ' : 'n'};
-	char	   *sql = psprintf("UPDATE %s m SET billing_status = 'pending',"
-							   " billing_error = NULL WHERE m.%s IN"
-							   " (SELECT f.%s FROM %s f"
+	const char *whole_orgs = wait ? "" :
+		psprintf(" AND (l.e IS DISTINCT FROM 'insufficient_credits'"
+				 " OR NOT EXISTS (SELECT 1 FROM %s s WHERE s.%s = l.o"
+				 " AND s.billing_status = 'failed'"
+				 " AND s.billing_error = 'insufficient_credits'"
+				 " AND NOT EXISTS (SELECT 1 FROM l h WHERE h.k = s.%s)))",
+				 cfg->relname, cfg->org_col, cfg->key_col);
+	char	   *sql = psprintf("WITH l AS (SELECT f.%s AS k, f.%s AS o,"
+							   " f.billing_error AS e FROM %s f"
 							   " WHERE f.billing_status = 'failed'"
 							   " AND ($1 IS NULL OR f.%s = $1)"
 							   " AND ($2 IS NULL OR f.billing_error = $2)"
-							   " FOR UPDATE%s)",
-							   cfg->relname, cfg->key_col, cfg->key_col,
-							   cfg->relname, cfg->org_col,
-							   wait ? "" : " SKIP LOCKED");
+							   " FOR UPDATE%s)"
+							   " UPDATE %s m SET billing_status = 'pending',"
+							   " billing_error = NULL FROM l"
+							   " WHERE m.%s = l.k%s",
+							   cfg->key_col, cfg->org_col, cfg->relname,
+							   cfg->org_col, wait ? "" : " SKIP LOCKED",
+							   cfg->relname, cfg->key_col, whole_orgs);
 
 	mb_exec_sql(sql, 2, argtypes, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed > 0)

@@ -157,27 +157,32 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 
 /*
  * Make failures for reason pending again, of one org (org_null false) or
- * all; returns how many.  With wait, rows another session holds are waited
- * for, else skipped (retry_failed, a new price: a later call catches
- * them).  Skipping never splits an org's insufficient_credits failures:
- * while another session holds one of them, the org's others stay failed
- * too.  Re-pending the older ones alone would leave the held, newer one
- * failed, and cheap enough for the unchanged wallet, until the older ones
- * failed again.  Wakes the worker when there is new work.
+ * all; returns how many.  With wait (the caller holds the org's wallet),
+ * rows another session holds are waited for.  Without (retry_failed, a new
+ * price), they are skipped, and a later call catches them; an org's
+ * insufficient_credits failures then go back only if the caller holds its
+ * wallet (held_orgs, see lock_idle_wallets) and only all together: while
+ * another session holds one of them, the others stay failed too.  Either
+ * way a failure never stays behind older ones made pending, cheap enough
+ * for a wallet that has not changed.  Wakes the worker when there is new
+ * work.
  */
 static uint64
 repend_failed(const MbConfig *cfg, const char *reason, Datum org,
-			  bool org_null, bool wait)
+			  bool org_null, bool wait, Datum held_orgs)
 {
-	Oid			argtypes[2] = {cfg->org_type, TEXTOID};
-	Datum		values[2] = {org, reason ? CStringGetTextDatum(reason) : (Datum) 0};
-	char		nulls[2] = {org_null ? 'n' : ' ', reason ? ' ' : 'n'};
+	Oid			argtypes[3] = {cfg->org_type, TEXTOID, cfg->org_array_type};
+	Datum		values[3] = {org, reason ? CStringGetTextDatum(reason) : (Datum) 0,
+	held_orgs};
+	char		nulls[3] = {org_null ? 'n' : ' ', reason ? ' ' : 'n',
+	held_orgs == (Datum) 0 ? 'n' : ' '};
 	const char *whole_orgs = wait ? "" :
 		psprintf(" AND (l.e IS DISTINCT FROM 'insufficient_credits'"
-				 " OR NOT EXISTS (SELECT 1 FROM %s s WHERE s.%s = l.o"
+				 " OR (l.o OPERATOR(pg_catalog.=) ANY ($3)"
+				 " AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%s = l.o"
 				 " AND s.billing_status = 'failed'"
 				 " AND s.billing_error = 'insufficient_credits'"
-				 " AND NOT EXISTS (SELECT 1 FROM l h WHERE h.k = s.%s)))",
+				 " AND NOT EXISTS (SELECT 1 FROM l h WHERE h.k = s.%s))))",
 				 cfg->relname, cfg->org_col, cfg->key_col);
 	char	   *sql = psprintf("WITH l AS (SELECT f.%s AS k, f.%s AS o,"
 							   " f.billing_error AS e FROM %s f"
@@ -192,10 +197,40 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 							   cfg->org_col, wait ? "" : " SKIP LOCKED",
 							   cfg->relname, cfg->key_col, whole_orgs);
 
-	mb_exec_sql(sql, 2, argtypes, values, nulls, SPI_OK_UPDATE);
+	mb_exec_sql(sql, 3, argtypes, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed > 0)
 		mb_wake_at_commit();
 	return SPI_processed;
+}
+
+/*
+ * retry_failed: lock, without waiting, the wallets of the orgs (one, or
+ * all) that have insufficient_credits failures; returns their ids, or 0
+ * when none.  A separate statement, so that the re-pending after it sees
+ * what a biller that held a wallet until now committed: holding the wallet
+ * while a retry re-pended the older failures, a biller could fail newer
+ * messages behind them.  A wallet another session holds is skipped, and
+ * its org's insufficient_credits failures are left for a later call.
+ */
+static Datum
+lock_idle_wallets(const MbConfig *cfg, Datum org, bool org_null)
+{
+	Oid			argtypes[1] = {cfg->org_type};
+	char		nulls[1] = {org_null ? 'n' : ' '};
+	bool		isnull;
+	Datum		orgs;
+
+	mb_exec_sql(psprintf("SELECT pg_catalog.array_agg(w.org_id) FROM"
+						 " (SELECT c.org_id FROM msgbilling.credits c"
+						 " WHERE ($1 IS NULL OR c.org_id = $1) AND EXISTS"
+						 " (SELECT 1 FROM %s f WHERE f.%s = c.org_id"
+						 " AND f.billing_status = 'failed'"
+						 " AND f.billing_error = 'insufficient_credits')"
+						 " FOR UPDATE OF c SKIP LOCKED) w",
+						 cfg->relname, cfg->org_col),
+				 1, argtypes, &org, nulls, SPI_OK_SELECT);
+	orgs = first_value(&isnull);
+	return isnull ? (Datum) 0 : orgs;
 }
 
 /*
@@ -208,7 +243,8 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 static void
 repend_insufficient(const MbConfig *cfg, Datum org)
 {
-	(void) repend_failed(cfg, "insufficient_credits", org, false, true);
+	(void) repend_failed(cfg, "insufficient_credits", org, false, true,
+						 (Datum) 0);
 }
 
 /*
@@ -455,8 +491,10 @@ refund(PG_FUNCTION_ARGS)
 
 /*
  * retry_failed(org_id) -> bigint
- *		Make failed messages, of one org or all, pending again.  Rows
- *		another session is billing right now are skipped.
+ *		Make failed messages, of one org or all, pending again, without
+ *		waiting: rows another session holds are skipped, and so are the
+ *		insufficient_credits failures of an org whose wallet is held
+ *		(repend_failed).
  */
 Datum
 retry_failed(PG_FUNCTION_ARGS)
@@ -469,7 +507,8 @@ retry_failed(PG_FUNCTION_ARGS)
 	cfg = mb_config();
 	if (!PG_ARGISNULL(0))
 		org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-	n = repend_failed(cfg, NULL, org, PG_ARGISNULL(0), false);
+	n = repend_failed(cfg, NULL, org, PG_ARGISNULL(0), false,
+					  lock_idle_wallets(cfg, org, PG_ARGISNULL(0)));
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }
@@ -492,7 +531,7 @@ repend_no_price(PG_FUNCTION_ARGS)
 		elog(ERROR, "could not read msgbilling.config");
 	isnull = SPI_processed == 0;
 	n = isnull ? 0 : repend_failed(mb_config(), "no_price", (Datum) 0, true,
-								   false);
+								   false, (Datum) 0);
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);
 }

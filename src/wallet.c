@@ -14,6 +14,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/numeric.h"
 
 #include "config.h"
@@ -230,7 +231,8 @@ lock_idle_wallets(const MbConfig *cfg, Datum org, bool org_null)
 						 cfg->relname, cfg->org_col),
 				 1, argtypes, &org, nulls, SPI_OK_SELECT);
 	orgs = first_value(&isnull);
-	return isnull ? (Datum) 0 : orgs;
+	/* a copy: the next statement's result may reuse the row's memory */
+	return isnull ? (Datum) 0 : datumCopy(orgs, false, -1);
 }
 
 /*

@@ -9,8 +9,9 @@
  * ledger entry, or failure reason) is not passed as more arrays joined to
  * the ctids (a nested loop rescanning the TID scan once per message, about
  * a fifth of the write's time): the statement reads it from the batch by
- * ctid, through msgbilling._decided_cost(), _decided_ledger_id() and
- * _decided_error(), which answer only while one of these writes runs.
+ * ctid (a binary search of its sorted rows), through
+ * msgbilling._decided_cost(), _decided_ledger_id() and _decided_error(),
+ * which answer only while one of these writes runs.
  */
 #include "postgres.h"
 
@@ -46,7 +47,6 @@ typedef struct DecidedRows
 {
 	int			n;
 	DecidedRow *rows;
-	int			last;			/* the row the last look-up found */
 } DecidedRows;
 
 /* The write that is running, which the _decided_* functions read. */
@@ -91,21 +91,24 @@ write_failed_sql(const MbConfig *cfg)
  * ---------------------------------------------------------------------
  */
 
-/*
- * The decided message at tid in the running write.  The TID scan returns
- * rows in the order of the write's array, so the row after the last one
- * found is almost always it; a cost and a ledger id are read per row, so
- * the last one may be it too.  Anything else is found by binary search.
- */
+/* Order of DecidedRows by place, for bsearch. */
+static int
+place_cmp(const void *a, const void *b)
+{
+	uint64		pa = ((const DecidedRow *) a)->place;
+	uint64		pb = ((const DecidedRow *) b)->place;
+
+	return (pa > pb) - (pa < pb);
+}
+
+/* The decided message at tid in the running write (its rows are sorted). */
 static const BatchRow *
 decided_row(ItemPointer tid, const char *fname)
 {
-	DecidedRows *w = writing;
-	uint64		place = tid_place(tid);
-	int			lo = 0;
-	int			hi;
+	DecidedRow	key;
+	const DecidedRow *found;
 
-	if (w == NULL)
+	if (writing == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s can only be called by msgbilling's own writes",
@@ -113,29 +116,14 @@ decided_row(ItemPointer tid, const char *fname)
 				 errdetail("It reads the batch of messages msgbilling is writing."),
 				 errhint("Bill messages with msgbilling.process_message_billing(),"
 						 " process_batch_billing() or process_all_pending().")));
-	if (w->rows[w->last].place == place)
-		return w->rows[w->last].row;
-	if (w->last + 1 < w->n && w->rows[w->last + 1].place == place)
-		return w->rows[++w->last].row;
-	hi = w->n - 1;
-	while (lo <= hi)
-	{
-		int			mid = lo + (hi - lo) / 2;
-
-		if (w->rows[mid].place == place)
-		{
-			w->last = mid;
-			return w->rows[mid].row;
-		}
-		if (w->rows[mid].place < place)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	elog(ERROR, "msgbilling write found no decision for ctid (%u,%u)",
-		 ItemPointerGetBlockNumberNoCheck(tid),
-		 ItemPointerGetOffsetNumberNoCheck(tid));
-	return NULL;				/* keep compiler quiet */
+	key.place = tid_place(tid);
+	found = bsearch(&key, writing->rows, writing->n, sizeof(DecidedRow),
+					place_cmp);
+	if (found == NULL)
+		elog(ERROR, "msgbilling write found no decision for ctid (%u,%u)",
+			 ItemPointerGetBlockNumberNoCheck(tid),
+			 ItemPointerGetOffsetNumberNoCheck(tid));
+	return found->row;
 }
 
 Datum

@@ -193,9 +193,9 @@ psql_q -d postgres -c "DROP DATABASE run" -c "DROP DATABASE t_w5"
 # The biller is the product's own: the worker of database w3, disabled while
 # the idle side is measured, then enabled: it drains the backlog (the 1M
 # messages and the throughput rounds' ones) and keeps up with the inserts;
-# a last phase measures the keep-up alone.  (A loop of psql calls would measure its own
-# connection churn: a new session every few milliseconds alone raises an
-# INSERT's p99 tenfold on this machine.)
+# a last phase measures the keep-up alone.  (A loop of psql calls would
+# measure its own connection churn: a new session every few milliseconds
+# alone raises an INSERT's p99 tenfold on this machine.)
 echo "== W3: app INSERT latency and throughput"
 worker_enabled() {
     psql_q -d postgres -c "ALTER SYSTEM SET msgbilling.enabled = $1" -c "SELECT pg_reload_conf()" >/dev/null
@@ -250,6 +250,7 @@ w3_backlog=$(psql_v -d w3 -c "SELECT msgbilling.backlog()")
 psql_q -d postgres -c "DROP DATABASE IF EXISTS w3b" -c "CREATE DATABASE w3b TEMPLATE t_mb"
 psql_q -d w3b -v extra="$(( w3_backlog - N ))" -f "$B/sql/app_backlog.sql"
 psql_q -d w3b -c "CHECKPOINT"
+# (started just after the INSERTs, as the worker's drain is)
 (sleep 0.2; psql_q -d w3b -c "SET msgbilling.repair = on" \
     -v prices=msgbilling.prices -v credits=msgbilling.credits -v ledger=msgbilling.ledger \
     -v price_order='effective_from DESC' -f "$B/sql/set_based.sql") &

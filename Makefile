@@ -15,7 +15,8 @@ OBJS = \
 	src/guard.o \
 	src/trigger.o \
 	src/wake.o \
-	src/worker.o
+	src/worker.o \
+	src/yield.o
 
 EXTENSION = msgbilling
 DATA = msgbilling--1.0.sql

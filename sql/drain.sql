@@ -87,6 +87,12 @@ SELECT id, org_id = :d AS of_d, billing_status FROM messages
 SELECT * FROM msgbilling.process_all_pending();
 SELECT org_id = :d AS of_d, message_count FROM msgbilling.ledger
  WHERE kind = 'charge' AND org_id IN (:d, :e) ORDER BY id;
+-- Billing offers its core to waiting processes every 100 microseconds by
+-- default.  Offering it at every chance (every 16 rows of a statement and
+-- before every statement) bills the same: the next part runs that way.
+SHOW msgbilling.yield_interval;
+SET msgbilling.yield_interval = '1us';
+SHOW msgbilling.yield_interval;
 -- More orgs than a run peeks at (1,000 messages): 1,500 orgs of one
 -- message each, none with a wallet (each fails no_wallet).  A run goes on
 -- past its first batch, which saw only some of them; so does drain past a
@@ -99,6 +105,14 @@ SELECT msgbilling.retry_failed() AS pending_again;
 CALL msgbilling.drain(1200);
 SELECT billing_status, billing_error, count(*) FROM messages
  WHERE id > 1000 GROUP BY 1, 2;
+-- And never offering it bills the same too.
+SET msgbilling.yield_interval = 0;
+INSERT INTO messages SELECT 3000 + i, :d::uuid, 1, '2024-06-01'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 40) i;
+CALL msgbilling.drain(16);
+SELECT billing_status, count(*) FROM messages WHERE id > 3000 GROUP BY 1;
+SELECT balance FROM msgbilling.credits WHERE org_id = :d;
+RESET msgbilling.yield_interval;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

@@ -306,6 +306,10 @@ SET msgbilling.batch_size = 0;
 SET msgbilling.batch_size = -1;
 SET msgbilling.batch_size = 2147483648;
 SET msgbilling.batch_size = 'all';
+SET msgbilling.yield_interval = -1;
+SET msgbilling.yield_interval = '2s';
+SET msgbilling.yield_interval = '1 fortnight';
+SET msgbilling.yield_interval = 'often';
 SET msgbilling.log_level = 'panic';
 -- H42: an injection attempt as the org of process_all_pending and drain
 SELECT * FROM msgbilling.process_all_pending('''; DELETE FROM msgbilling.ledger; --');

@@ -32,6 +32,7 @@
 #include "convert.h"
 #include "msgbilling.h"
 #include "prices.h"
+#include "yield.h"
 
 /* Tokens above this are not a real message. */
 #define MB_TOKENS_LIMIT INT64CONST(1000000000000000)
@@ -271,6 +272,7 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	int			i;
 
 	init_constants();
+	mb_yield_begin();
 	MemoryContextSwitchTo(cxt);
 	/*
 	 * No JIT for the batch statements: their plans are generic and their

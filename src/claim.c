@@ -46,6 +46,7 @@
 #include "batch.h"
 #include "convert.h"
 #include "resume.h"
+#include "yield.h"
 
 /* ORDER BY of the billing order on messages alias a. */
 static char *
@@ -567,6 +568,8 @@ claim_receive(TupleTableSlot *slot, DestReceiver *self)
 	int64		ix;
 	BatchOrg   *o;
 
+	/* between two rows the executor holds no buffer lock: a place to yield */
+	mb_yield_row();
 	slot_getallattrs(slot);
 	ix = DatumGetInt64(slot->tts_values[CL_IX]);
 	o = &cr->b->orgs[cr->map[ix - 1]];

@@ -23,6 +23,7 @@
 #include "guard.h"
 #include "msgbilling.h"
 #include "resume.h"
+#include "yield.h"
 
 static MemoryContext config_cxt = NULL;
 static MbConfig *cached = NULL;
@@ -338,6 +339,7 @@ exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 {
 	int			ret;
 
+	mb_yield_point();
 	mb_writing++;
 	PG_TRY();
 	{

@@ -15,6 +15,7 @@
 #include "msgbilling.h"
 #include "wake.h"
 #include "worker.h"
+#include "yield.h"
 
 #if PG_VERSION_NUM < 150000
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
@@ -104,6 +105,16 @@ _PG_init(void)
 							0, 0, 1000000,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("msgbilling.yield_interval",
+							 "Billing offers its core to waiting processes at least this often.",
+							 "A drain keeps a core busy; the app's backends that wake "
+							 "up on it get it within this time (0: billing never "
+							 "yields).",
+							 &mb_yield_interval_ms,
+							 0.1, 0, 1000,
+							 PGC_USERSET, GUC_UNIT_MS,
+							 NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("msgbilling.repair",
 							 "Lets a superuser change billing columns and the ledger by hand.",

@@ -23,6 +23,7 @@
 #include "batch.h"
 #include "convert.h"
 #include "msgbilling.h"
+#include "yield.h"
 
 PG_FUNCTION_INFO_V1(decided_cost);
 PG_FUNCTION_INFO_V1(decided_ledger_id);
@@ -116,6 +117,8 @@ decided_row(ItemPointer tid, const char *fname)
 				 errdetail("It reads the batch of messages msgbilling is writing."),
 				 errhint("Bill messages with msgbilling.process_message_billing(),"
 						 " process_batch_billing() or process_all_pending().")));
+	/* called between rows, with no buffer lock held: a place to yield */
+	mb_yield_row();
 	key.place = tid_place(tid);
 	found = bsearch(&key, writing->rows, writing->n, sizeof(DecidedRow),
 					place_cmp);

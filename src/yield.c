@@ -1,0 +1,77 @@
+/*
+ * yield.c
+ *		While billing runs, it offers its core to any process waiting for
+ *		one at least every msgbilling.yield_interval.
+ *
+ * Why: a drain keeps a core busy for seconds, and the app's backends wake
+ * up on that core all the time (for a query, at the end of a WAL flush).
+ * Whether a woken backend runs at once or waits for the biller's time
+ * slice to end is the kernel's choice: on the benchmark's virtual machine
+ * it waited, 1-4 ms, until the next scheduler tick, even with the other
+ * core idle and even with the worker at nice 19 or SCHED_IDLE, and that
+ * wait was most of what billing added to the app's INSERT latency.  A
+ * sched_yield() lets a waiting process have the core at once; when
+ * nothing waits it returns at once, so it costs a system call per
+ * interval.
+ *
+ * Billing yields only where it holds no lightweight lock and is in no
+ * critical section (LWLockAcquire holds off interrupts, so the holdoff
+ * count covers both): a process that gave its core away while holding a
+ * buffer or WAL lock would make others wait for it instead.
+ */
+#include "postgres.h"
+
+#ifndef WIN32
+#include <sched.h>
+#endif
+
+#include "miscadmin.h"
+#include "portability/instr_time.h"
+
+#include "yield.h"
+
+/* rows between two looks at the clock: a row takes a few microseconds */
+#define ROWS_PER_CLOCK_READ 16
+
+double		mb_yield_interval_ms = 0.1;
+
+static instr_time last_yield;
+static int	rows_since_check = 0;
+
+/* A billing call starts: its first interval starts now. */
+void
+mb_yield_begin(void)
+{
+	INSTR_TIME_SET_CURRENT(last_yield);
+	rows_since_check = 0;
+}
+
+/* Offer the core if an interval has passed since the last offer. */
+void
+mb_yield_point(void)
+{
+	instr_time	now;
+
+	if (mb_yield_interval_ms <= 0)
+		return;
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, last_yield);
+	if (INSTR_TIME_GET_MILLISEC(now) < mb_yield_interval_ms)
+		return;
+	if (InterruptHoldoffCount > 0 || CritSectionCount > 0)
+		return;
+#ifndef WIN32
+	(void) sched_yield();
+#endif
+	INSTR_TIME_SET_CURRENT(last_yield);
+}
+
+/* mb_yield_point for a statement's row: the clock is read every few rows. */
+void
+mb_yield_row(void)
+{
+	if (++rows_since_check < ROWS_PER_CLOCK_READ)
+		return;
+	rows_since_check = 0;
+	mb_yield_point();
+}

@@ -87,9 +87,10 @@ SELECT id, org_id = :d AS of_d, billing_status FROM messages
 SELECT * FROM msgbilling.process_all_pending();
 SELECT org_id = :d AS of_d, message_count FROM msgbilling.ledger
  WHERE kind = 'charge' AND org_id IN (:d, :e) ORDER BY id;
--- Billing offers its core to waiting processes every 100 microseconds by
--- default.  Offering it at every chance (every 16 rows of a statement and
--- before every statement) bills the same: the next part runs that way.
+-- A session's billing does not offer its core to waiting processes by
+-- default (the workers do, every msgbilling.worker_yield_interval).
+-- Offering it at every chance (every 16 rows of a statement and before
+-- every statement) bills the same: the next part runs that way.
 SHOW msgbilling.yield_interval;
 SET msgbilling.yield_interval = '1us';
 SHOW msgbilling.yield_interval;
@@ -105,14 +106,13 @@ SELECT msgbilling.retry_failed() AS pending_again;
 CALL msgbilling.drain(1200);
 SELECT billing_status, billing_error, count(*) FROM messages
  WHERE id > 1000 GROUP BY 1, 2;
--- And never offering it bills the same too.
-SET msgbilling.yield_interval = 0;
+-- And so does never offering it, as by default.
+RESET msgbilling.yield_interval;
 INSERT INTO messages SELECT 3000 + i, :d::uuid, 1, '2024-06-01'::timestamptz + i * interval '1 s'
   FROM generate_series(1, 40) i;
 CALL msgbilling.drain(16);
 SELECT billing_status, count(*) FROM messages WHERE id > 3000 GROUP BY 1;
 SELECT balance FROM msgbilling.credits WHERE org_id = :d;
-RESET msgbilling.yield_interval;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

@@ -71,6 +71,15 @@ define_worker_gucs(void)
 							 "Whether the billing workers bill.",
 							 NULL, &mb_enabled, true,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("msgbilling.worker_yield_interval",
+							 "The billing workers offer their core to waiting processes "
+							 "at least this often (0: never).",
+							 "A drain keeps a core busy; the app's backends that wake "
+							 "up on it get it within this time.",
+							 &mb_worker_yield_interval_ms,
+							 0.1, 0, 1000,
+							 PGC_SIGHUP, GUC_UNIT_MS,
+							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("msgbilling.wake_on_commit",
 							 "Whether a committed INSERT into the attached table wakes its worker.",
 							 NULL, &mb_wake_enabled, true,
@@ -107,12 +116,11 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomRealVariable("msgbilling.yield_interval",
-							 "Billing offers its core to waiting processes at least this often.",
-							 "A drain keeps a core busy; the app's backends that wake "
-							 "up on it get it within this time (0: billing never "
-							 "yields).",
+							 "Billing called from a session offers its core to waiting "
+							 "processes at least this often (0: never).",
+							 "The billing workers use msgbilling.worker_yield_interval.",
 							 &mb_yield_interval_ms,
-							 0.1, 0, 1000,
+							 0, 0, 1000,
 							 PGC_USERSET, GUC_UNIT_MS,
 							 NULL, NULL, NULL);
 

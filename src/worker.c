@@ -38,6 +38,7 @@
 #include "resume.h"
 #include "wake.h"
 #include "worker.h"
+#include "yield.h"
 
 #define MB_MAX_BACKOFF_MS 60000
 
@@ -365,6 +366,8 @@ mb_worker_main(Datum arg)
 										 0);
 	/* its run peeks may start where the last one found messages */
 	mb_peek_resumes = true;
+	/* it yields its core every msgbilling.worker_yield_interval (yield.c) */
+	mb_yield_as_worker = true;
 	/*
 	 * No parallel query in the worker: its batches read by index, and the
 	 * one scan a plan would run in parallel, the backlog count (a sequential

@@ -1,23 +1,30 @@
 /*
  * yield.c
  *		While billing runs, it offers its core to any process waiting for
- *		one at least every msgbilling.yield_interval.
+ *		one at least every msgbilling.worker_yield_interval (100 us) in a
+ *		billing worker, every msgbilling.yield_interval (0: never) elsewhere.
  *
  * Why: a drain keeps a core busy for seconds, and the app's backends wake
  * up on that core all the time (for a query, at the end of a WAL flush).
  * Whether a woken backend runs at once or waits for the biller's time
  * slice to end is the kernel's choice: on the benchmark's virtual machine
  * it waited, 1-4 ms, until the next scheduler tick, even with the other
- * core idle and even with the worker at nice 19 or SCHED_IDLE, and that
- * wait was most of what billing added to the app's INSERT latency.  A
- * sched_yield() lets a waiting process have the core at once; when
- * nothing waits it returns at once, so it costs a system call per
- * interval.
+ * core idle and even with the worker at nice 19 or SCHED_IDLE; while the
+ * worker kept up with the app, that wait was most of what billing added
+ * to the app's INSERT latency.  A sched_yield() lets a waiting process
+ * have the core at once; when nothing waits it returns at once, so it
+ * costs a system call per interval.  It does cost a drain some speed (the
+ * core it gives away is one it would have used): 2.5 % of a 1M drain at
+ * 100 us on the dev cluster, none measurable at 500 us.  So, as with
+ * autovacuum's cost delay and a manual VACUUM's, the background worker
+ * yields by default and a session's billing (drain, process_*, a pg_cron
+ * job) runs at full speed unless asked.
  *
- * Billing yields only where it holds no lightweight lock and is in no
- * critical section (LWLockAcquire holds off interrupts, so the holdoff
- * count covers both): a process that gave its core away while holding a
- * buffer or WAL lock would make others wait for it instead.
+ * The places that offer are between statements and between rows (claimed
+ * or written).  None is taken while a lightweight lock is held
+ * (LWLockAcquire holds off interrupts, so it shows in the holdoff count)
+ * or in a critical section: a process that gave its core away while
+ * holding a buffer or WAL lock would make others wait for it instead.
  */
 #include "postgres.h"
 
@@ -33,7 +40,9 @@
 /* rows between two looks at the clock: a row takes a few microseconds */
 #define ROWS_PER_CLOCK_READ 16
 
-double		mb_yield_interval_ms = 0.1;
+double		mb_yield_interval_ms = 0;
+double		mb_worker_yield_interval_ms = 0.1;
+bool		mb_yield_as_worker = false;	/* set by the billing worker */
 
 static instr_time last_yield;
 static int	rows_since_check = 0;
@@ -50,13 +59,15 @@ mb_yield_begin(void)
 void
 mb_yield_point(void)
 {
+	double		interval = mb_yield_as_worker ?
+		mb_worker_yield_interval_ms : mb_yield_interval_ms;
 	instr_time	now;
 
-	if (mb_yield_interval_ms <= 0)
+	if (interval <= 0)
 		return;
 	INSTR_TIME_SET_CURRENT(now);
 	INSTR_TIME_SUBTRACT(now, last_yield);
-	if (INSTR_TIME_GET_MILLISEC(now) < mb_yield_interval_ms)
+	if (INSTR_TIME_GET_MILLISEC(now) < interval)
 		return;
 	if (InterruptHoldoffCount > 0 || CritSectionCount > 0)
 		return;

@@ -7,8 +7,10 @@
 
 #include "postgres.h"
 
-/* msgbilling.yield_interval, in milliseconds (0: never yield) */
+/* msgbilling.yield_interval and worker_yield_interval, in ms (0: never) */
 extern double mb_yield_interval_ms;
+extern double mb_worker_yield_interval_ms;
+extern bool mb_yield_as_worker;
 
 extern void mb_yield_begin(void);
 extern void mb_yield_point(void);

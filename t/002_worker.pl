@@ -61,8 +61,14 @@ is( sql($primary,
 		"SELECT count(*) FROM pg_settings WHERE name IN ('msgbilling.database',"
 		  . " 'msgbilling.naptime', 'msgbilling.batch_size', 'msgbilling.role',"
 		  . " 'msgbilling.enabled', 'msgbilling.wake_on_commit',"
-		  . " 'msgbilling.wake_interval')"),
-	'7', 'its settings are in pg_settings');
+		  . " 'msgbilling.wake_interval', 'msgbilling.worker_yield_interval')"),
+	'8', 'its settings are in pg_settings');
+is(sql($primary, 'SHOW msgbilling.worker_yield_interval'),
+	'100us', 'the worker yields its core every 100us by default');
+my (undef, undef, $refused) = $primary->psql('postgres',
+	"ALTER SYSTEM SET msgbilling.worker_yield_interval = '-1ms'");
+like($refused, qr/outside the valid range for parameter "msgbilling.worker_yield_interval"/,
+	'a negative worker_yield_interval is refused');
 # wake it a few times: it must log "not installed" once, not every time
 for (1 .. 3)
 {

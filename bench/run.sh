@@ -200,6 +200,9 @@ echo "== W3: app INSERT latency and throughput"
 worker_enabled() {
     psql_q -d postgres -c "ALTER SYSTEM SET msgbilling.enabled = $1" -c "SELECT pg_reload_conf()" >/dev/null
 }
+worker_yields() {  # msgbilling.yield_interval for the workers (DEFAULT: 100us)
+    psql_q -d postgres -c "ALTER SYSTEM SET msgbilling.yield_interval = $1" -c "SELECT pg_reload_conf()" >/dev/null
+}
 worker_connected() {  # db: wait (up to 90 s) for its worker, which retries every minute
     local i
     for i in $(seq 1 90); do
@@ -265,13 +268,29 @@ w3_left=$(psql_v -d w3 -c "SELECT msgbilling.backlog()")
 # inserts, right after a drain (its dead index entries not yet vacuumed)
 psql_q -d w3 -c "CHECKPOINT"
 read -r keep_p50 keep_p99 <<<"$(w3_run w3)"
+# The same two phases with the worker's yields off (yield_interval 0), on a
+# backlog built like (b)'s under the same name (a worker bills the
+# databases it was started for): what the yields buy the app.
 worker_enabled off
+psql_q -d postgres -c "DROP DATABASE w3 WITH (FORCE)" -c "CREATE DATABASE w3 TEMPLATE t_mb"
+psql_q -d w3 -v extra="$(( w3_backlog - N ))" -f "$B/sql/app_backlog.sql"
+worker_yields 0
+worker_connected w3
+psql_q -d w3 -c "CHECKPOINT"
+worker_enabled on
+read -r noy_p50 noy_p99 <<<"$(w3_run w3)"
+psql_q -d w3 -c "CHECKPOINT"
+read -r noyk_p50 noyk_p99 <<<"$(w3_run w3)"
+worker_enabled off
+worker_yields DEFAULT
 echo "W3,insert p50/p99 idle ms,,$idle_p50/$idle_p99,,,," >>"$CSV"
 echo "W3,insert p50/p99 while the worker bills ms,,$busy_p50/$busy_p99,,,," >>"$CSV"
 echo "W3,insert p50/p99 while (b) bills the same backlog ms,,$setb_p50/$setb_p99,,,," >>"$CSV"
 echo "W3,insert p50/p99 while the worker keeps up ms,,$keep_p50/$keep_p99,,,," >>"$CSV"
+echo "W3,insert p50/p99 while the worker bills without yields ms,,$noy_p50/$noy_p99,,,," >>"$CSV"
+echo "W3,insert p50/p99 while the worker keeps up without yields ms,,$noyk_p50/$noyk_p99,,,," >>"$CSV"
 echo "W3,insert tps attached/plain,,$att_tps/$plain_tps,,,," >>"$CSV"
-echo "W3   INSERT p50/p99 idle $idle_p50/$idle_p99 ms, while the worker bills $busy_p50/$busy_p99 ms (backlog $w3_backlog, then $w3_left), while (b) bills $setb_p50/$setb_p99 ms, keep-up $keep_p50/$keep_p99 ms; tps attached $att_tps, plain $plain_tps"
+echo "W3   INSERT p50/p99 idle $idle_p50/$idle_p99 ms, while the worker bills $busy_p50/$busy_p99 ms (backlog $w3_backlog, then $w3_left), while (b) bills $setb_p50/$setb_p99 ms, keep-up $keep_p50/$keep_p99 ms; without yields $noy_p50/$noy_p99 and $noyk_p50/$noyk_p99 ms; tps attached $att_tps, plain $plain_tps"
 psql_q -d postgres -c "DROP DATABASE w3 WITH (FORCE)"
 
 # ---- W4: the worker's delay from commit to charge ----------------------------
@@ -315,6 +334,8 @@ r_wal=$(ratio "${WALPM[W1/msgbilling]}" "${WALPM[W1/(b) set-based on msgbilling 
 r_p99=$(ratio "$busy_p99" "$idle_p99")
 r_p99_b=$(ratio "$setb_p99" "$idle_p99")
 r_p99_k=$(ratio "$keep_p99" "$idle_p99")
+r_p99_ny=$(ratio "$noy_p99" "$idle_p99")
+r_p99_nyk=$(ratio "$noyk_p99" "$idle_p99")
 r_tps=$(ratio "$att_tps" "$plain_tps")
 w6_first=$(echo $W6_SIZES | awk '{print $1}'); w6_last=$(echo $W6_SIZES | awk '{print $NF}')
 r_w6=$(ratio "${RATE[W6/backlog $w6_last]}" "${RATE[W6/backlog $w6_first]}")
@@ -351,6 +372,7 @@ EOF
     echo "| W3 INSERT p99 while billing ÷ idle | $r_p99 ($busy_p99 / $idle_p99 ms) | ≤ 1.5 |"
     echo "| W3 the same while (b) bills the same backlog (reference) | $r_p99_b ($setb_p99 / $idle_p99 ms) | – |"
     echo "| W3 INSERT p99 while the worker keeps up, after the drain ÷ idle | $r_p99_k ($keep_p99 / $idle_p99 ms) | – |"
+    echo "| W3 the same two, the worker's yields off (yield_interval 0) | $r_p99_ny ($noy_p99 ms), $r_p99_nyk ($noyk_p99 ms) | – |"
     echo "| W3 attached ÷ plain INSERT tps | $r_tps ($att_tps / $plain_tps) | ≥ 0.9 |"
     echo "| W4 worker delay p50 / p99 | $w4_p50 / $w4_p99 ms | < 100 / < 1000 ms |"
     echo "| W5 stats() on $W5_N messages | $w5 ms | < 10 ms |"

@@ -15,10 +15,10 @@
  * have the core at once; when nothing waits it returns at once, so it
  * costs a system call per interval.  It does cost a drain some speed (the
  * core it gives away is one it would have used): 2.5 % of a 1M drain at
- * 100 us on the dev cluster, none measurable at 500 us.  So, as with
- * autovacuum's cost delay and a manual VACUUM's, the background worker
- * yields by default and a session's billing (drain, process_*, a pg_cron
- * job) runs at full speed unless asked.
+ * 100 us on the dev cluster, none measurable at 500 us.  So, as autovacuum
+ * has a cost delay by default and a manual VACUUM none, the background
+ * worker yields by default and a session's billing (drain, process_*, a
+ * pg_cron job) runs at full speed unless asked.
  *
  * The places that offer are between statements and between rows (claimed
  * or written).  None is taken while a lightweight lock is held

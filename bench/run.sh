@@ -200,8 +200,8 @@ echo "== W3: app INSERT latency and throughput"
 worker_enabled() {
     psql_q -d postgres -c "ALTER SYSTEM SET msgbilling.enabled = $1" -c "SELECT pg_reload_conf()" >/dev/null
 }
-worker_yields() {  # msgbilling.yield_interval for the workers (DEFAULT: 100us)
-    psql_q -d postgres -c "ALTER SYSTEM SET msgbilling.yield_interval = $1" -c "SELECT pg_reload_conf()" >/dev/null
+worker_yields() {  # msgbilling.worker_yield_interval (DEFAULT: 100us)
+    psql_q -d postgres -c "ALTER SYSTEM SET msgbilling.worker_yield_interval = $1" -c "SELECT pg_reload_conf()" >/dev/null
 }
 worker_connected() {  # db: wait (up to 90 s) for its worker, which retries every minute
     local i
@@ -268,7 +268,7 @@ w3_left=$(psql_v -d w3 -c "SELECT msgbilling.backlog()")
 # inserts, right after a drain (its dead index entries not yet vacuumed)
 psql_q -d w3 -c "CHECKPOINT"
 read -r keep_p50 keep_p99 <<<"$(w3_run w3)"
-# The same two phases with the worker's yields off (yield_interval 0), on a
+# The same two phases with the worker's yields off (worker_yield_interval 0), on a
 # backlog built like (b)'s under the same name (a worker bills the
 # databases it was started for): what the yields buy the app.
 worker_enabled off
@@ -372,7 +372,7 @@ EOF
     echo "| W3 INSERT p99 while billing ÷ idle | $r_p99 ($busy_p99 / $idle_p99 ms) | ≤ 1.5 |"
     echo "| W3 the same while (b) bills the same backlog (reference) | $r_p99_b ($setb_p99 / $idle_p99 ms) | – |"
     echo "| W3 INSERT p99 while the worker keeps up, after the drain ÷ idle | $r_p99_k ($keep_p99 / $idle_p99 ms) | – |"
-    echo "| W3 the same two, the worker's yields off (yield_interval 0) | $r_p99_ny ($noy_p99 ms), $r_p99_nyk ($noyk_p99 ms) | – |"
+    echo "| W3 the same two, the worker's yields off (worker_yield_interval 0) | $r_p99_ny ($noy_p99 ms), $r_p99_nyk ($noyk_p99 ms) | – |"
     echo "| W3 attached ÷ plain INSERT tps | $r_tps ($att_tps / $plain_tps) | ≥ 0.9 |"
     echo "| W4 worker delay p50 / p99 | $w4_p50 / $w4_p99 ms | < 100 / < 1000 ms |"
     echo "| W5 stats() on $W5_N messages | $w5 ms | < 10 ms |"

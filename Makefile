@@ -16,6 +16,7 @@ OBJS = \
 	src/trigger.o \
 	src/wake.o \
 	src/worker.o \
+	src/pace.o \
 	src/yield.o
 
 EXTENSION = msgbilling

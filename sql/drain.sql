@@ -113,6 +113,23 @@ INSERT INTO messages SELECT 3000 + i, :d::uuid, 1, '2024-06-01'::timestamptz + i
 CALL msgbilling.drain(16);
 SELECT billing_status, count(*) FROM messages WHERE id > 3000 GROUP BY 1;
 SELECT balance FROM msgbilling.credits WHERE org_id = :d;
+-- A session's billing keeps no pace by default either (the workers keep to
+-- msgbilling.worker_max_rate).  Kept to 200 messages a second, it sleeps
+-- whenever it runs ahead: 60 messages (of an org with no wallet, so they
+-- fail) take 0.3 s, less the 10 ms it may make up and the rows counted
+-- since its last look at the clock (pace.c).
+SHOW msgbilling.max_rate;
+SET msgbilling.max_rate = 200;
+INSERT INTO messages SELECT 4000 + i, md5('paced')::uuid, 1,
+       '2024-07-01'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 60) i;
+SELECT clock_timestamp() AS paced_from \gset
+CALL msgbilling.drain();
+SELECT clock_timestamp() - :'paced_from'::timestamptz >= interval '250 ms'
+       AS kept_to_its_rate;
+SELECT billing_status, billing_error, count(*) FROM messages
+ WHERE id > 4000 GROUP BY 1, 2;
+RESET msgbilling.max_rate;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

@@ -310,6 +310,9 @@ SET msgbilling.yield_interval = -1;
 SET msgbilling.yield_interval = '2s';
 SET msgbilling.yield_interval = '1 fortnight';
 SET msgbilling.yield_interval = 'often';
+SET msgbilling.max_rate = -1;
+SET msgbilling.max_rate = 2147483648;
+SET msgbilling.max_rate = 'slowly';
 SET msgbilling.log_level = 'panic';
 -- H42: an injection attempt as the org of process_all_pending and drain
 SELECT * FROM msgbilling.process_all_pending('''; DELETE FROM msgbilling.ledger; --');

@@ -569,7 +569,7 @@ claim_receive(TupleTableSlot *slot, DestReceiver *self)
 	BatchOrg   *o;
 
 	/* between two rows the executor holds no buffer lock: a place to yield */
-	mb_yield_row();
+	mb_yield_row(true);
 	slot_getallattrs(slot);
 	ix = DatumGetInt64(slot->tts_values[CL_IX]);
 	o = &cr->b->orgs[cr->map[ix - 1]];

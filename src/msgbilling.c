@@ -7,12 +7,15 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "guard.h"
 #include "msgbilling.h"
+#include "pace.h"
 #include "wake.h"
 #include "worker.h"
 #include "yield.h"
@@ -80,6 +83,15 @@ define_worker_gucs(void)
 							 0.1, 0, 1000,
 							 PGC_SIGHUP, GUC_UNIT_MS,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("msgbilling.worker_max_rate",
+							"The billing workers bill at most this many messages a "
+							"second (0: no limit).",
+							"A drain at full speed writes WAL as fast as a core can, "
+							"and the app's commits wait to flush it.",
+							&mb_worker_max_rate,
+							10000, 0, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 	DefineCustomBoolVariable("msgbilling.wake_on_commit",
 							 "Whether a committed INSERT into the attached table wakes its worker.",
 							 NULL, &mb_wake_enabled, true,
@@ -123,6 +135,15 @@ _PG_init(void)
 							 0, 0, 1000,
 							 PGC_USERSET, GUC_UNIT_MS,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("msgbilling.max_rate",
+							"Billing called from a session bills at most this many "
+							"messages a second (0: no limit).",
+							"The billing workers use msgbilling.worker_max_rate.",
+							&mb_max_rate,
+							0, 0, INT_MAX,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("msgbilling.repair",
 							 "Lets a superuser change billing columns and the ledger by hand.",

@@ -6,7 +6,8 @@
  * The worker sleeps on its latch for msgbilling.naptime, or until an INSERT
  * into the attached table commits (wake.c), and then drains: batches of
  * msgbilling.batch_size, each in its own transaction, through the same
- * SECURITY DEFINER process_all_pending that CALL msgbilling.drain() uses.
+ * SECURITY DEFINER process_all_pending that CALL msgbilling.drain() uses,
+ * at no more than msgbilling.worker_max_rate messages a second (pace.c).
  * It bills nothing where msgbilling is not installed or no table is
  * attached, and starts only once recovery is over, so a standby never
  * bills and a promoted one does.
@@ -35,6 +36,7 @@
 
 #include "billing.h"
 #include "msgbilling.h"
+#include "pace.h"
 #include "resume.h"
 #include "wake.h"
 #include "worker.h"
@@ -201,6 +203,21 @@ report_progress(BackendState bstate, const char *state)
 }
 
 /*
+ * How many messages a batch of the worker claims: msgbilling.batch_size,
+ * but, while it keeps to a rate, no more than a tenth of a second's worth.
+ * A paced batch sleeps inside its transaction (pace.c), with its wallets
+ * and messages locked: this bounds how long a top-up or the app's UPDATE
+ * of one of them waits, to about 0.1 s.
+ */
+static int64
+worker_batch_limit(void)
+{
+	if (mb_worker_max_rate <= 0)
+		return mb_batch_size;
+	return Max(Min(mb_batch_size, mb_worker_max_rate / 10), 1);
+}
+
+/*
  * One transaction: find the attached table and bill one batch.  Sets
  * *claimed and *skipped; the backlog is counted at the first batch of a
  * cycle, at most once a naptime.
@@ -234,7 +251,8 @@ bill_one_batch(int slot, bool first, int64 *claimed, int64 *skipped)
 			backlog_counted_at = GetCurrentTimestamp();
 		}
 		mb_totals_init(&t);
-		*claimed = mb_drain_batch((Datum) 0, TEXTOID, true, mb_batch_size, &t);
+		*claimed = mb_drain_batch((Datum) 0, TEXTOID, true,
+								  worker_batch_limit(), &t);
 		*skipped = t.skipped;
 		billed_total += t.charged + t.failed;
 		backlog = Max(backlog - t.charged - t.failed, 0);
@@ -318,10 +336,11 @@ drain_cycle(int slot)
 					 state == CYCLE_NOT_ATTACHED ?
 					 "no table is attached to msgbilling; idle" : NULL);
 		/*
-		 * process_all_pending bills until nothing is left or batch_size
-		 * messages: fewer means it found nothing more.
+		 * A batch bills until nothing is left or its limit: fewer means it
+		 * found nothing more.
 		 */
-		if (state != CYCLE_BILLED || claimed < mb_batch_size || skipped > 0)
+		if (state != CYCLE_BILLED || claimed < worker_batch_limit() ||
+			skipped > 0)
 			return mb_naptime_ms;
 	}
 }

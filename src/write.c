@@ -104,7 +104,7 @@ place_cmp(const void *a, const void *b)
 
 /* The decided message at tid in the running write (its rows are sorted). */
 static const BatchRow *
-decided_row(ItemPointer tid, const char *fname)
+decided_row(ItemPointer tid, const char *fname, bool paced)
 {
 	DecidedRow	key;
 	const DecidedRow *found;
@@ -117,8 +117,12 @@ decided_row(ItemPointer tid, const char *fname)
 				 errdetail("It reads the batch of messages msgbilling is writing."),
 				 errhint("Bill messages with msgbilling.process_message_billing(),"
 						 " process_batch_billing() or process_all_pending().")));
-	/* called between rows, with no buffer lock held: a place to yield */
-	mb_yield_row();
+	/*
+	 * Called between rows, with no buffer lock held: a place to yield.  A
+	 * charged row calls twice, for its cost and its ledger entry; the cost
+	 * is the one that counts towards its pace (pace.c).
+	 */
+	mb_yield_row(paced);
 	key.place = tid_place(tid);
 	found = bsearch(&key, writing->rows, writing->n, sizeof(DecidedRow),
 					place_cmp);
@@ -133,7 +137,7 @@ Datum
 decided_cost(PG_FUNCTION_ARGS)
 {
 	const BatchRow *r = decided_row((ItemPointer) PG_GETARG_POINTER(0),
-									"msgbilling._decided_cost()");
+									"msgbilling._decided_cost()", true);
 
 	Assert(r->outcome == ROW_CHARGED);
 	PG_RETURN_DATUM(r->cost);
@@ -143,7 +147,8 @@ Datum
 decided_ledger_id(PG_FUNCTION_ARGS)
 {
 	const BatchRow *r = decided_row((ItemPointer) PG_GETARG_POINTER(0),
-									"msgbilling._decided_ledger_id()");
+									"msgbilling._decided_ledger_id()",
+									false);
 
 	Assert(r->outcome == ROW_CHARGED);
 	PG_RETURN_INT64(r->ledger_id);
@@ -153,7 +158,7 @@ Datum
 decided_error(PG_FUNCTION_ARGS)
 {
 	const BatchRow *r = decided_row((ItemPointer) PG_GETARG_POINTER(0),
-									"msgbilling._decided_error()");
+									"msgbilling._decided_error()", true);
 
 	Assert(r->outcome == ROW_FAILED);
 	PG_RETURN_TEXT_P(cstring_to_text(r->reason));

@@ -35,6 +35,7 @@
 #include "miscadmin.h"
 #include "portability/instr_time.h"
 
+#include "pace.h"
 #include "yield.h"
 
 /* rows between two looks at the clock: a row takes a few microseconds */
@@ -46,18 +47,20 @@ bool		mb_yield_as_worker = false;	/* set by the billing worker */
 
 static instr_time last_yield;
 static int	rows_since_check = 0;
+static int	paced_since_check = 0;	/* of those rows, the paced visits */
 
 /* A billing call starts: its first interval starts now. */
 void
 mb_yield_begin(void)
 {
 	INSTR_TIME_SET_CURRENT(last_yield);
-	rows_since_check = 0;
+	/* the rows counted since the last check stay counted, for the pace */
+	mb_pace_begin();
 }
 
 /* Offer the core if an interval has passed since the last offer. */
-void
-mb_yield_point(void)
+static void
+offer_core(void)
 {
 	double		interval = mb_yield_as_worker ?
 		mb_worker_yield_interval_ms : mb_yield_interval_ms;
@@ -77,12 +80,28 @@ mb_yield_point(void)
 	INSTR_TIME_SET_CURRENT(last_yield);
 }
 
-/* mb_yield_point for a statement's row: the clock is read every few rows. */
+/* Between statements: keep to the rate (pace.c), then offer the core. */
 void
-mb_yield_row(void)
+mb_yield_point(void)
 {
+	mb_pace(0);
+	offer_core();
+}
+
+/*
+ * mb_yield_point for a statement's row: the clock is read every few rows.
+ * paced: whether the row is one of a message's two visits that count
+ * towards the rate (pace.c).
+ */
+void
+mb_yield_row(bool paced)
+{
+	if (paced)
+		paced_since_check++;
 	if (++rows_since_check < ROWS_PER_CLOCK_READ)
 		return;
+	mb_pace(paced_since_check);
 	rows_since_check = 0;
-	mb_yield_point();
+	paced_since_check = 0;
+	offer_core();
 }

@@ -14,6 +14,6 @@ extern bool mb_yield_as_worker;
 
 extern void mb_yield_begin(void);
 extern void mb_yield_point(void);
-extern void mb_yield_row(void);
+extern void mb_yield_row(bool paced);
 
 #endif							/* MB_YIELD_H */

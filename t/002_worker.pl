@@ -1,5 +1,6 @@
 # The billing background worker on real clusters: it drains a backlog,
-# wakes on commit, bills the commits of a wake_interval together, resumes
+# wakes on commit, bills the commits of a wake_interval together, keeps
+# to its worker_max_rate, resumes
 # its peeks, follows a naptime change on SIGHUP, survives kill -9 of
 # itself and of a backend in the middle of a drain, backs off without
 # flooding the log, stops at once on SIGTERM, and bills nothing on a
@@ -21,6 +22,7 @@ shared_preload_libraries = 'msgbilling'
 msgbilling.database = 'postgres'
 msgbilling.naptime = '1h'
 msgbilling.batch_size = 5000
+msgbilling.worker_max_rate = 50000
 restart_after_crash = on
 });
 $primary->start;
@@ -61,14 +63,22 @@ is( sql($primary,
 		"SELECT count(*) FROM pg_settings WHERE name IN ('msgbilling.database',"
 		  . " 'msgbilling.naptime', 'msgbilling.batch_size', 'msgbilling.role',"
 		  . " 'msgbilling.enabled', 'msgbilling.wake_on_commit',"
-		  . " 'msgbilling.wake_interval', 'msgbilling.worker_yield_interval')"),
-	'8', 'its settings are in pg_settings');
+		  . " 'msgbilling.wake_interval', 'msgbilling.worker_yield_interval',"
+		  . " 'msgbilling.worker_max_rate')"),
+	'9', 'its settings are in pg_settings');
 is(sql($primary, 'SHOW msgbilling.worker_yield_interval'),
 	'100us', 'the worker yields its core every 100us by default');
 my (undef, undef, $refused) = $primary->psql('postgres',
 	"ALTER SYSTEM SET msgbilling.worker_yield_interval = '-1ms'");
 like($refused, qr/outside the valid range for parameter "msgbilling.worker_yield_interval"/,
 	'a negative worker_yield_interval is refused');
+is( sql($primary,
+		"SELECT boot_val FROM pg_settings WHERE name = 'msgbilling.worker_max_rate'"),
+	'10000', 'the worker bills at most 10,000 messages a second by default');
+(undef, undef, $refused) = $primary->psql('postgres',
+	"ALTER SYSTEM SET msgbilling.worker_max_rate = -1");
+like($refused, qr/outside the valid range for parameter "msgbilling.worker_max_rate"/,
+	'a negative worker_max_rate is refused');
 # wake it a few times: it must log "not installed" once, not every time
 for (1 .. 3)
 {
@@ -151,6 +161,27 @@ is( sql($primary,
 		  . ' WHERE org_id = 4 AND tokens_used IN (11, 12)'),
 	'1|charged', 'together: one transaction, one charge entry for both');
 sql($primary, "ALTER SYSTEM RESET msgbilling.wake_interval");
+$primary->reload;
+
+# -------------------------------------------------------------------------
+# worker_max_rate: the worker bills no faster than that (pace.c)
+# -------------------------------------------------------------------------
+
+sql($primary, "ALTER SYSTEM SET msgbilling.worker_max_rate = 200");
+$primary->reload;
+sleep 1;
+$start = time();
+sql($primary,
+	'INSERT INTO messages (org_id, tokens_used) SELECT 5, 1 FROM generate_series(1, 400)');
+$primary->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')
+  or die 'the 400 messages were not billed';
+my $took = time() - $start;
+# 2 s at that rate, less the 10 ms it may make up: it can only take longer
+ok($took >= 1.5, "at 200 messages a second, 400 messages took ${took}s");
+is(sql($primary, "SELECT count(*) FROM messages WHERE org_id = 5 AND tokens_used = 1"
+		  . " AND billing_status = 'charged'"),
+	'400', 'and all of them were charged');
+sql($primary, "ALTER SYSTEM RESET msgbilling.worker_max_rate");
 $primary->reload;
 
 # -------------------------------------------------------------------------

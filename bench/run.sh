@@ -349,8 +349,12 @@ r_p99_full=$(ratio "$full_p99" "$idle_p99")
 r_p99_fullk=$(ratio "$fullk_p99" "$idle_p99")
 r_tps=$(ratio "$att_tps" "$plain_tps")
 # the worker's billing rate in a drain phase: the backlog and the phase's
-# INSERTs (200 a second), less what was left at its end
-drain_rate() { echo $(( (w3_backlog + 200 * W3_SECONDS - $1) / W3_SECONDS )); }
+# INSERTs (200 a second), less what was left at its end; a phase that
+# drained it all gives only a lower bound
+drain_rate() {
+    [ "$1" -lt 1000 ] && printf '≥ '
+    echo $(( (w3_backlog + 200 * W3_SECONDS - $1) / W3_SECONDS ))
+}
 busy_rate=$(drain_rate "$w3_left"); full_rate=$(drain_rate "$full_left")
 w6_first=$(echo $W6_SIZES | awk '{print $1}'); w6_last=$(echo $W6_SIZES | awk '{print $NF}')
 r_w6=$(ratio "${RATE[W6/backlog $w6_last]}" "${RATE[W6/backlog $w6_first]}")

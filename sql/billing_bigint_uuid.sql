@@ -135,6 +135,32 @@ SELECT msgbilling.process_message_billing(300);
 SELECT billing_error FROM messages WHERE id = 300;
 SELECT check_name, ok, detail FROM msgbilling.verify() WHERE NOT ok;
 
+-- Given ids in many orgs at once (the claim finds each org's older pending
+-- messages through its newest given one, and looks the ids up hashed):
+-- 200 orgs of 10 messages, the 6th of each given; the 5 before it are
+-- billed with it, the 4 after stay pending.  And 20 orgs whose one message
+-- failed (no wallet) and then got a wallet: given, it is billed again.
+CREATE TEMP TABLE many AS
+SELECT g, md5('org' || g)::uuid AS org FROM generate_series(1, 220) g;
+SELECT count(msgbilling.top_up(org, 100)) FROM many WHERE g <= 200;
+INSERT INTO messages (id, org_id, tokens_used, created_at)
+SELECT 10000 + g * 10 + i, org, 1, '2024-08-01'::timestamptz + i * interval '1 min'
+  FROM many, generate_series(1, 10) i WHERE g <= 200;
+INSERT INTO messages (id, org_id, tokens_used, created_at)
+SELECT 20000 + g, org, 1, '2024-08-01' FROM many WHERE g > 200;
+SELECT charged, failed FROM msgbilling.process_batch_billing(
+       ARRAY(SELECT 20000 + g FROM many WHERE g > 200));
+SELECT count(msgbilling.top_up(org, 100)) FROM many WHERE g > 200;
+SELECT billing_status, count(*) FROM messages WHERE id > 20000 GROUP BY 1;
+SELECT charged, failed, skipped FROM msgbilling.process_batch_billing(
+       ARRAY(SELECT 10000 + g * 10 + 6 FROM many WHERE g <= 200) ||
+       ARRAY(SELECT 20000 + g FROM many WHERE g > 200));
+SELECT (id - 10000) % 10 AS nth, billing_status, count(*) FROM messages
+ WHERE id > 10000 AND id < 20000 GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT billing_status, count(*) FROM messages WHERE id > 20000 GROUP BY 1;
+-- nothing wrong but the deleted wallet's entries, as above
+SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok;
+
 SELECT msgbilling.detach('messages', drop_columns => true, force => true);
 DROP TABLE messages;
 DROP EXTENSION msgbilling;

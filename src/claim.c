@@ -79,39 +79,19 @@ mode_filter(const MbConfig *cfg, MbClaimMode mode)
 	}
 }
 
-/* Whether message a is older than message b in billing order. */
-static char *
-older_sql(const MbConfig *cfg, const char *a, const char *b)
-{
-	if (cfg->created_col)
-		return psprintf("(%s.%s, %s.%s) < (%s.%s, %s.%s)",
-						a, cfg->created_col, a, cfg->key_col,
-						b, cfg->created_col, b, cfg->key_col);
-	return psprintf("%s.%s < %s.%s", a, cfg->key_col, b, cfg->key_col);
-}
-
-/* Whether message a is one the caller asked for ($2), given ids or one. */
+/*
+ * Whether message a is one the caller asked for ($2), given ids or one.
+ * Ids are looked up in a hashed subplan, built once per statement: the
+ * kept statements run generic plans, in which "= ANY ($2)" would compare
+ * each row with every id.
+ */
 static char *
 requested_sql(const MbConfig *cfg, MbClaimMode mode, const char *a)
 {
 	if (mode == MB_CLAIM_IDS)
-		return psprintf("%s.%s OPERATOR(pg_catalog.=) ANY ($2)", a, cfg->key_col);
+		return psprintf("%s.%s IN (SELECT pg_catalog.unnest($2))", a,
+						cfg->key_col);
 	return psprintf("%s.%s = $2", a, cfg->key_col);
-}
-
-/*
- * What a claim of given messages takes: those messages, and the older
- * pending messages of their orgs (billing stays in order, so they go
- * first).
- */
-static char *
-claim_filter(const MbConfig *cfg, MbClaimMode mode)
-{
-	return psprintf("((%s) OR (m.billing_status = 'pending' AND EXISTS"
-					" (SELECT 1 FROM %s r WHERE %s AND r.%s = m.%s AND %s)))",
-					mode_filter(cfg, mode), cfg->relname,
-					requested_sql(cfg, mode, "r"),
-					cfg->org_col, cfg->org_col, older_sql(cfg, "m", "r"));
 }
 
 /* The model and creation time of message m, NULL when not attached. */
@@ -180,27 +160,83 @@ peek_one_sql(const MbConfig *cfg)
 }
 
 /*
+ * The newest of the given messages ($2) of each org, in billing order, as
+ * q(o, rc, rk); the org's pending messages up to it are billed with it.
+ */
+static char *
+newest_given_sql(const MbConfig *cfg, MbClaimMode mode)
+{
+	const char *ids = mode == MB_CLAIM_IDS ?
+		psprintf("r.%s OPERATOR(pg_catalog.=) ANY ($2)", cfg->key_col) :
+		psprintf("r.%s = $2", cfg->key_col);
+
+	if (cfg->created_col)
+		return psprintf("SELECT DISTINCT ON (r.%s) r.%s AS o, r.%s AS rc,"
+						" r.%s AS rk FROM %s r WHERE %s"
+						" ORDER BY r.%s, r.%s DESC NULLS LAST, r.%s DESC",
+						cfg->org_col, cfg->org_col, cfg->created_col,
+						cfg->key_col, cfg->relname, ids,
+						cfg->org_col, cfg->created_col, cfg->key_col);
+	return psprintf("SELECT DISTINCT ON (r.%s) r.%s AS o, r.%s AS rk"
+					" FROM %s r WHERE %s ORDER BY r.%s, r.%s DESC",
+					cfg->org_col, cfg->org_col, cfg->key_col, cfg->relname,
+					ids, cfg->org_col, cfg->key_col);
+}
+
+/* Whether message m is older than the newest given one of its org, q. */
+static char *
+older_than_given_sql(const MbConfig *cfg)
+{
+	if (cfg->created_col)
+		return psprintf("(m.%s, m.%s) < (q.rc, q.rk)", cfg->created_col,
+						cfg->key_col);
+	return psprintf("m.%s < q.rk", cfg->key_col);
+}
+
+/*
  * Claim given messages ($2) and their orgs' older pending ones: lock the
  * billable messages of the orgs in $3, oldest first; each row comes with
- * the ordinal of its org in $3, sorted by it.
+ * the ordinal of its org in $3, sorted by it.  Two parts: the pending
+ * messages of those orgs (through the partial index by org) that are given
+ * or older than the newest given one of their org, found once (q), rather
+ * than compared with every given message; and the given failed ones
+ * (through the key).  The arrays are looked up in hashed subplans where a
+ * row is checked against them: in the generic plans of the kept
+ * statements, "= ANY ($n)" compares a row with every element, and as an
+ * index condition rescans the index once per element.  No limit: the given messages come with all their
+ * orgs' older pending ones ($1, the limit of a run's claim, is not used).
  */
 static char *
 claim_sql(const MbConfig *cfg, MbClaimMode mode)
 {
-	return psprintf("WITH c AS (SELECT m.ctid AS tid, m.%s AS k, m.%s AS o,"
-					" m.%s AS t, %s AS md, %s AS cr, %s AS req FROM %s m"
-					" WHERE %s AND m.%s OPERATOR(pg_catalog.=) ANY ($3)"
-					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED)"
+	const char *cols = psprintf("m.ctid AS tid, m.%s AS k, m.%s AS o,"
+								" m.%s AS t, %s AS md, %s AS cr, %s AS req",
+								cfg->key_col, cfg->org_col, cfg->tokens_col,
+								model_expr(cfg), created_expr(cfg),
+								requested_sql(cfg, mode, "m"));
+	const char *given = mode == MB_CLAIM_IDS ?
+		psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)", cfg->key_col) :
+		psprintf("m.%s = $2", cfg->key_col);
+
+	return psprintf("WITH q AS MATERIALIZED (%s),"
+					" p AS MATERIALIZED (SELECT %s FROM q JOIN %s m ON m.%s = q.o"
+					" WHERE q.o IN (SELECT pg_catalog.unnest($3))"
+					" AND m.billing_status = 'pending' AND (%s OR %s)"
+					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
+					" f AS MATERIALIZED (SELECT %s FROM %s m WHERE %s"
+					" AND m.billing_status = 'failed'"
+					" AND m.%s IN (SELECT pg_catalog.unnest($3))"
+					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
+					" c AS (SELECT * FROM p UNION ALL SELECT * FROM f)"
 					" SELECT c.tid, c.k, c.t::pg_catalog.int8,"
 					" c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
 					" c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
 					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
 					" ORDER BY u.ix, c.cr, c.k",
-					cfg->key_col, cfg->org_col, cfg->tokens_col,
-					model_expr(cfg), created_expr(cfg),
-					requested_sql(cfg, mode, "m"), cfg->relname,
-					claim_filter(cfg, mode), cfg->org_col,
-					billing_order(cfg, "m"));
+					newest_given_sql(cfg, mode),
+					cols, cfg->relname, cfg->org_col,
+					older_than_given_sql(cfg), requested_sql(cfg, mode, "m"),
+					cols, cfg->relname, given, cfg->org_col);
 }
 
 /*
@@ -277,7 +313,8 @@ order_check_ids_sql(const MbConfig *cfg)
 	const char *older = cfg->created_col ?
 		psprintf("(f.%s, f.%s) < (u.cr, u.k)", cfg->created_col, cfg->key_col) :
 		psprintf("f.%s < u.k", cfg->key_col);
-	const char *outside = psprintf("f.%s OPERATOR(pg_catalog.<>) ALL ($2)",
+	/* hashed, built once: "<> ALL ($2)" would compare each row with every key */
+	const char *outside = psprintf("f.%s NOT IN (SELECT pg_catalog.unnest($2))",
 								   cfg->key_col);
 
 	return psprintf("SELECT u.ix,"

@@ -38,6 +38,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "portability/instr_time.h"
 
 #include "pace.h"
@@ -126,7 +127,10 @@ mb_pace(int row_visits)
 		return;
 	/*
 	 * A signal (a cancel, SIGTERM) ends the sleep early; the executor's next
-	 * interrupt check acts on it.
+	 * interrupt check acts on it.  pg_stat_activity shows the sleep as an
+	 * Extension wait.
 	 */
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
 	pg_usleep((long) (ahead * 1000.0));
+	pgstat_report_wait_end();
 }

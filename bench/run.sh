@@ -209,7 +209,7 @@ drained() {  # db: wait (up to 10 min) until its worker has billed everything
         [ "$(psql_v -d "$1" -c "SELECT msgbilling.backlog()")" = 0 ] && return 0
         sleep 1
     done
-    echo "W3 warning: the worker of $1 left a backlog after 10 min"
+    echo "W3 warning: the worker of $1 left a backlog after 10 min" >&2
 }
 worker_connected() {  # db: wait (up to 90 s) for its worker, which retries every minute
     local i
@@ -218,6 +218,20 @@ worker_connected() {  # db: wait (up to 90 s) for its worker, which retries ever
         sleep 1
     done
     echo "W3/W4 warning: the worker of $1 did not connect within 90 s"
+}
+worker_phases() {  # enable w3's worker: its drain, then its keep-up (the
+    # backlog drained, it bills what the app inserts, right after a drain:
+    # its dead index entries not yet vacuumed); prints
+    # "drain_p50 drain_p99 left_after_drain keep_p50 keep_p99"
+    local p50 p99 left kp50 kp99
+    psql_q -d w3 -c "CHECKPOINT"
+    worker_enabled on
+    read -r p50 p99 <<<"$(w3_run w3)"
+    left=$(psql_v -d w3 -c "SELECT msgbilling.backlog()")
+    drained w3
+    psql_q -d w3 -c "CHECKPOINT"
+    read -r kp50 kp99 <<<"$(w3_run w3)"
+    echo "$p50 $p99 $left $kp50 $kp99"
 }
 worker_enabled off
 psql_q -d postgres -c "DROP DATABASE IF EXISTS w3" -c "CREATE DATABASE w3 TEMPLATE t_mb"
@@ -268,15 +282,7 @@ psql_q -d w3b -c "CHECKPOINT"
 read -r setb_p50 setb_p99 <<<"$(w3_run w3b)"
 wait
 psql_q -d postgres -c "DROP DATABASE w3b"
-psql_q -d w3 -c "CHECKPOINT"
-worker_enabled on
-read -r busy_p50 busy_p99 <<<"$(w3_run w3)"
-w3_left=$(psql_v -d w3 -c "SELECT msgbilling.backlog()")
-# then the steady state: the backlog drained, the worker bills what the app
-# inserts, right after a drain (its dead index entries not yet vacuumed)
-drained w3
-psql_q -d w3 -c "CHECKPOINT"
-read -r keep_p50 keep_p99 <<<"$(w3_run w3)"
+read -r busy_p50 busy_p99 w3_left keep_p50 keep_p99 <<<"$(worker_phases)"
 # The same two phases with the worker at full speed (worker_max_rate 0), on
 # a backlog built like (b)'s under the same name (a worker bills the
 # databases it was started for): what its pace buys the app.
@@ -285,13 +291,7 @@ psql_q -d postgres -c "DROP DATABASE w3 WITH (FORCE)" -c "CREATE DATABASE w3 TEM
 psql_q -d w3 -v extra="$(( w3_backlog - N ))" -f "$B/sql/app_backlog.sql"
 worker_rate 0
 worker_connected w3
-psql_q -d w3 -c "CHECKPOINT"
-worker_enabled on
-read -r full_p50 full_p99 <<<"$(w3_run w3)"
-full_left=$(psql_v -d w3 -c "SELECT msgbilling.backlog()")
-drained w3
-psql_q -d w3 -c "CHECKPOINT"
-read -r fullk_p50 fullk_p99 <<<"$(w3_run w3)"
+read -r full_p50 full_p99 full_left fullk_p50 fullk_p99 <<<"$(worker_phases)"
 worker_enabled off
 worker_rate DEFAULT
 echo "W3,insert p50/p99 idle ms,,$idle_p50/$idle_p99,,,," >>"$CSV"

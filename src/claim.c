@@ -57,6 +57,16 @@ billing_order(const MbConfig *cfg, const char *a)
 	return psprintf("%s.%s", a, cfg->key_col);
 }
 
+/* Message a is given ($2), as an index condition on the key. */
+static char *
+given_key_sql(const MbConfig *cfg, MbClaimMode mode, const char *a)
+{
+	if (mode == MB_CLAIM_IDS)
+		return psprintf("%s.%s OPERATOR(pg_catalog.=) ANY ($2)", a,
+						cfg->key_col);
+	return psprintf("%s.%s = $2", a, cfg->key_col);
+}
+
 /* The WHERE clause of a mode on messages m; $2 is the mode's argument. */
 static char *
 mode_filter(const MbConfig *cfg, MbClaimMode mode)
@@ -68,14 +78,9 @@ mode_filter(const MbConfig *cfg, MbClaimMode mode)
 		case MB_CLAIM_ORG:
 			return psprintf("m.%s = $2 AND m.billing_status = 'pending'",
 							cfg->org_col);
-		case MB_CLAIM_IDS:
-			return psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)"
-							" AND m.billing_status IN ('pending', 'failed')",
-							cfg->key_col);
 		default:
-			return psprintf("m.%s = $2"
-							" AND m.billing_status IN ('pending', 'failed')",
-							cfg->key_col);
+			return psprintf("%s AND m.billing_status IN ('pending', 'failed')",
+							given_key_sql(cfg, mode, "m"));
 	}
 }
 
@@ -166,9 +171,7 @@ peek_one_sql(const MbConfig *cfg)
 static char *
 newest_given_sql(const MbConfig *cfg, MbClaimMode mode)
 {
-	const char *ids = mode == MB_CLAIM_IDS ?
-		psprintf("r.%s OPERATOR(pg_catalog.=) ANY ($2)", cfg->key_col) :
-		psprintf("r.%s = $2", cfg->key_col);
+	const char *ids = given_key_sql(cfg, mode, "r");
 
 	if (cfg->created_col)
 		return psprintf("SELECT DISTINCT ON (r.%s) r.%s AS o, r.%s AS rc,"
@@ -203,8 +206,9 @@ older_than_given_sql(const MbConfig *cfg)
  * (through the key).  The arrays are looked up in hashed subplans where a
  * row is checked against them: in the generic plans of the kept
  * statements, "= ANY ($n)" compares a row with every element, and as an
- * index condition rescans the index once per element.  No limit: the given messages come with all their
- * orgs' older pending ones ($1, the limit of a run's claim, is not used).
+ * index condition rescans the index once per element.  No limit: the
+ * given messages come with all their orgs' older pending ones ($1, the
+ * limit of a run's claim, is not used).
  */
 static char *
 claim_sql(const MbConfig *cfg, MbClaimMode mode)
@@ -214,9 +218,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 								cfg->key_col, cfg->org_col, cfg->tokens_col,
 								model_expr(cfg), created_expr(cfg),
 								requested_sql(cfg, mode, "m"));
-	const char *given = mode == MB_CLAIM_IDS ?
-		psprintf("m.%s OPERATOR(pg_catalog.=) ANY ($2)", cfg->key_col) :
-		psprintf("m.%s = $2", cfg->key_col);
+	const char *given = given_key_sql(cfg, mode, "m");
 
 	return psprintf("WITH q AS MATERIALIZED (%s),"
 					" p AS MATERIALIZED (SELECT %s FROM q JOIN %s m ON m.%s = q.o"
@@ -591,7 +593,8 @@ add_row(ClaimReceiver *cr, const Datum *v, const bool *isnull, BatchOrg *o)
 		r->created_raw = datumCopy(v[CL_CREATED_RAW], cr->created_byval,
 								   cr->created_len);
 	}
-	r->requested = DatumGetBool(v[CL_REQUESTED]);
+	/* NULL when the given ids hold a NULL and this is not one of them */
+	r->requested = !isnull[CL_REQUESTED] && DatumGetBool(v[CL_REQUESTED]);
 	if (o->nrows++ == 0)
 		o->first = b->nrows;
 	b->nrows++;

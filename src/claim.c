@@ -93,10 +93,10 @@ mode_filter(const MbConfig *cfg, MbClaimMode mode)
 static char *
 requested_sql(const MbConfig *cfg, MbClaimMode mode, const char *a)
 {
-	if (mode == MB_CLAIM_IDS)
-		return psprintf("%s.%s IN (SELECT pg_catalog.unnest($2))", a,
-						cfg->key_col);
-	return psprintf("%s.%s = $2", a, cfg->key_col);
+	if (mode != MB_CLAIM_IDS)
+		return given_key_sql(cfg, mode, a);
+	return psprintf("%s.%s IN (SELECT pg_catalog.unnest($2))", a,
+					cfg->key_col);
 }
 
 /* The model and creation time of message m, NULL when not attached. */

@@ -86,8 +86,8 @@ define_worker_gucs(void)
 	DefineCustomIntVariable("msgbilling.worker_max_rate",
 							"The billing workers bill at most this many messages a "
 							"second (0: no limit).",
-							"A drain at full speed writes WAL as fast as a core can, "
-							"and the app's commits wait to flush it.",
+							"A drain at full speed writes WAL and dirties pages as "
+							"fast as a core can, which slows the app's INSERTs.",
 							&mb_worker_max_rate,
 							10000, 0, INT_MAX,
 							PGC_SIGHUP, 0,

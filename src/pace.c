@@ -59,7 +59,7 @@ static bool pace_started = false;
 static int
 pace_rate(void)
 {
-	return mb_yield_as_worker ? mb_worker_max_rate : mb_max_rate;
+	return mb_in_billing_worker ? mb_worker_max_rate : mb_max_rate;
 }
 
 /* Milliseconds since pace_start. */

@@ -385,8 +385,11 @@ mb_worker_main(Datum arg)
 										 0);
 	/* its run peeks may start where the last one found messages */
 	mb_peek_resumes = true;
-	/* it yields its core every msgbilling.worker_yield_interval (yield.c) */
-	mb_yield_as_worker = true;
+	/*
+	 * it yields its core every msgbilling.worker_yield_interval (yield.c)
+	 * and keeps to msgbilling.worker_max_rate (pace.c)
+	 */
+	mb_in_billing_worker = true;
 	/*
 	 * No parallel query in the worker: its batches read by index, and the
 	 * one scan a plan would run in parallel, the backlog count (a sequential

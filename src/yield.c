@@ -43,7 +43,7 @@
 
 double		mb_yield_interval_ms = 0;
 double		mb_worker_yield_interval_ms = 0.1;
-bool		mb_yield_as_worker = false;	/* set by the billing worker */
+bool		mb_in_billing_worker = false;
 
 static instr_time last_yield;
 static int	rows_since_check = 0;
@@ -62,7 +62,7 @@ mb_yield_begin(void)
 static void
 offer_core(void)
 {
-	double		interval = mb_yield_as_worker ?
+	double		interval = mb_in_billing_worker ?
 		mb_worker_yield_interval_ms : mb_yield_interval_ms;
 	instr_time	now;
 

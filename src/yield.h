@@ -10,7 +10,8 @@
 /* msgbilling.yield_interval and worker_yield_interval, in ms (0: never) */
 extern double mb_yield_interval_ms;
 extern double mb_worker_yield_interval_ms;
-extern bool mb_yield_as_worker;
+/* set by the billing worker: its own settings apply (yield.c, pace.c) */
+extern bool mb_in_billing_worker;
 
 extern void mb_yield_begin(void);
 extern void mb_yield_point(void);

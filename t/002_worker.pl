@@ -1,10 +1,9 @@
 # The billing background worker on real clusters: it drains a backlog,
-# wakes on commit, bills the commits of a wake_interval together, keeps
-# to its worker_max_rate, resumes
-# its peeks, follows a naptime change on SIGHUP, survives kill -9 of
-# itself and of a backend in the middle of a drain, backs off without
-# flooding the log, stops at once on SIGTERM, and bills nothing on a
-# standby until promotion.
+# wakes on commit, bills the commits of a wake_interval together, keeps to
+# its worker_max_rate, resumes its peeks, follows a naptime change on
+# SIGHUP, survives kill -9 of itself and of a backend in the middle of a
+# drain, backs off without flooding the log, stops at once on SIGTERM, and
+# bills nothing on a standby until promotion.
 use strict;
 use warnings;
 

@@ -521,17 +521,6 @@ BEGIN
                                    'timestamp with time zone');
     PERFORM msgbilling._add_column(messages, 'billing_error', 'text');
     PERFORM msgbilling._add_column(messages, 'billing_ledger_id', 'bigint');
-    PERFORM FROM pg_catalog.pg_constraint c
-      WHERE c.conrelid = messages AND c.conname = 'msgbilling_status_check';
-    IF NOT FOUND THEN
-        -- one array constant: every INSERT reads the check's stored
-        -- expression, and IN (...) on varchar stores five casts to fold
-        EXECUTE pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT msgbilling_status_check'
-                                  ' CHECK (billing_status::pg_catalog.text OPERATOR(pg_catalog.=) ANY'
-                                  ' (''{pending,charged,failed,refunded,legacy}''::pg_catalog.text[]))',
-                                  messages);
-    END IF;
-
     -- the config row's trigger gives the wallets and ledger the org type
     INSERT INTO msgbilling.config (messages, key_column, org_column,
                                    tokens_column, model_column,
@@ -607,8 +596,7 @@ BEGIN
     END LOOP;
     PERFORM msgbilling._drop_guards(messages);
     IF drop_columns THEN
-        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS msgbilling_status_check,'
-                                  ' DROP COLUMN cost_credits, DROP COLUMN charged_at,'
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN cost_credits, DROP COLUMN charged_at,'
                                   ' DROP COLUMN billing_status, DROP COLUMN billing_error,'
                                   ' DROP COLUMN billing_ledger_id', messages);
     END IF;

@@ -139,7 +139,7 @@ DROP TABLE app_msgs, no_pk, composite_pk, text_pk, numeric_pk, other_names;
 CREATE TABLE int_msgs (
     id integer PRIMARY KEY,
     org_id bigint NOT NULL,
-    tokens_used integer,
+    tokens_used integer CHECK (tokens_used >= 0),
     body text
 );
 INSERT INTO int_msgs VALUES (1, 100, 10, 'old one'), (2, 200, 20, 'old two');
@@ -185,12 +185,20 @@ UPDATE int_msgs SET billing_status = billing_status WHERE id = 1;
 INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
 VALUES (3, 100, 5, 'pending');
 DELETE FROM int_msgs WHERE id = 3;
--- under the superuser's repair switch, the CHECK constraint still rejects
--- an unknown status
+-- under the superuser's repair switch, the guard still rejects an unknown
+-- status (attach adds no CHECK constraint, which every INSERT would pay
+-- for), and lets a known one through
 SET msgbilling.repair = on;
 INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
 VALUES (3, 100, 5, 'paid');
 UPDATE int_msgs SET billing_status = 'billed' WHERE id = 1;
+UPDATE int_msgs SET billing_status = 'Legacy' WHERE id = 1;
+BEGIN;
+UPDATE int_msgs SET billing_status = 'legacy' WHERE id = 1;
+INSERT INTO int_msgs (id, org_id, tokens_used, billing_status, cost_credits)
+VALUES (3, 100, 5, 'charged', 0.5);
+SELECT id, billing_status, cost_credits FROM int_msgs WHERE id IN (1, 3) ORDER BY id;
+ROLLBACK;
 -- and the status cannot be NULL
 UPDATE int_msgs SET billing_status = NULL WHERE id = 1;
 -- statuses longer than 20 characters do not fit

@@ -130,6 +130,20 @@ SELECT clock_timestamp() - :'paced_from'::timestamptz >= interval '250 ms'
 SELECT billing_status, billing_error, count(*) FROM messages
  WHERE id > 4000 GROUP BY 1, 2;
 RESET msgbilling.max_rate;
+-- The batches before the last commit without waiting for their WAL to
+-- reach disk; drain waits for all of them before it returns, as the
+-- session's synchronous_commit asks (t/004_crash.pl), and leaves that
+-- setting as it was.
+SET synchronous_commit = remote_write;
+INSERT INTO messages SELECT 5000 + i, :d::uuid, 1,
+       '2024-08-01'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 7) i;
+CALL msgbilling.drain(3);
+SHOW synchronous_commit;
+SELECT billing_status, count(*) FROM messages WHERE id > 5000 GROUP BY 1;
+SELECT message_count FROM msgbilling.ledger
+ WHERE kind = 'charge' AND org_id = :d ORDER BY id DESC LIMIT 3;
+RESET synchronous_commit;
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

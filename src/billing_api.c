@@ -8,11 +8,15 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "nodes/parsenodes.h"
 #include "portability/instr_time.h"
+#include "replication/syncrep.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #include "billing.h"
 #include "config.h"
@@ -278,6 +282,43 @@ mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit, MbTotals *t)
 }
 
 /*
+ * Commit a drain's batch.  A batch that more batches follow commits
+ * without waiting for its WAL to reach disk (synchronous_commit off for
+ * that commit alone): a crash may undo such a batch whole, which leaves
+ * its messages pending and its wallets untouched, and the next run bills
+ * them.  Waiting for the flush after each batch cost a 1M drain 0.4 s of
+ * its 5.7 s.  The last batch commits as the session asks.
+ */
+static void
+commit_batch(bool last)
+{
+	if (!last)
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true,
+								 ERROR, false);
+	SPI_commit();
+#if PG_VERSION_NUM < 150000
+	SPI_start_transaction();
+#endif
+}
+
+/*
+ * Before drain returns: wait, as the session's synchronous_commit asks,
+ * for every batch it committed (WAL is flushed in order, so the last
+ * commit record covers them all).  The last batch's commit waited already
+ * unless it had nothing to write.
+ */
+static void
+wait_for_batches(void)
+{
+	if (synchronous_commit <= SYNCHRONOUS_COMMIT_OFF ||
+		XLogRecPtrIsInvalid(XactLastCommitEnd))
+		return;
+	XLogFlush(XactLastCommitEnd);
+	SyncRepWaitForLSN(XactLastCommitEnd, true);
+}
+
+/*
  * CALL drain(batch_size, org_id)
  *		Bill every pending message, committing after each batch so that a
  *		large backlog never holds one long transaction.  Inside a
@@ -293,6 +334,7 @@ drain(PG_FUNCTION_ARGS)
 	int64		skipped_before;
 	int64		batches = 0;
 	bool		commit = may_commit(fcinfo);
+	bool		more;
 	Oid			org_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
 	Datum		org = PG_GETARG_DATUM(1);
 	instr_time	start;
@@ -316,15 +358,13 @@ drain(PG_FUNCTION_ARGS)
 							  PG_ARGISNULL(1), batch_size, &t);
 		if (mb_drain_progress > 0 && ++batches % mb_drain_progress == 0)
 			report_progress(batches, &t);
-		if (commit)
-		{
-			SPI_commit();
-#if PG_VERSION_NUM < 150000
-			SPI_start_transaction();
-#endif
-		}
 		/* fewer than asked for: process_all_pending found nothing more */
-	} while (claimed == batch_size && t.skipped == skipped_before);
+		more = claimed == batch_size && t.skipped == skipped_before;
+		if (commit)
+			commit_batch(!more);
+	} while (more);
+	if (commit)
+		wait_for_batches();
 	log_totals("drain", &t, start);
 	SPI_finish();
 	PG_RETURN_VOID();

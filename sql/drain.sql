@@ -144,6 +144,33 @@ SELECT billing_status, count(*) FROM messages WHERE id > 5000 GROUP BY 1;
 SELECT message_count FROM msgbilling.ledger
  WHERE kind = 'charge' AND org_id = :d ORDER BY id DESC LIMIT 3;
 RESET synchronous_commit;
+-- From its second batch on, a drain's peeks start a minute before the
+-- oldest message the last one saw (batch k need not step over the entries
+-- of the k batches billed before it).  A message that turns pending later
+-- and older than that is billed by one more batch, after a look at the
+-- whole backlog, before drain returns.  Here the app's own trigger adds
+-- one, an hour older than the rest, when f's first message is charged.
+\set f '''ffffffff-0000-0000-0000-000000000000'''
+\set g '''99999999-0000-0000-0000-000000000000'''
+SELECT msgbilling.top_up(:f, 10), msgbilling.top_up(:g, 10);
+INSERT INTO messages SELECT 6000 + i, :f::uuid, 1,
+       '2024-09-01'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 6) i;
+CREATE FUNCTION late_old_message() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.messages VALUES (6100, '99999999-0000-0000-0000-000000000000',
+                                        1, '2024-08-31 23:00');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER late_old_message AFTER UPDATE ON messages FOR EACH ROW
+  WHEN (NEW.id = 6001 AND OLD.billing_status = 'pending'
+        AND NEW.billing_status = 'charged')
+  EXECUTE FUNCTION late_old_message();
+CALL msgbilling.drain(2);
+SELECT id, org_id = :g AS of_g, billing_status FROM messages
+ WHERE id > 6000 ORDER BY id;
+DROP TRIGGER late_old_message ON messages;
+DROP FUNCTION late_old_message();
 -- Nothing left: drain returns at once.
 CALL msgbilling.drain();
 SELECT check_name, ok FROM msgbilling.verify();

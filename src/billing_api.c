@@ -23,6 +23,7 @@
 #include "convert.h"
 #include "msgbilling.h"
 #include "report.h"
+#include "resume.h"
 
 PG_FUNCTION_INFO_V1(process_message_billing);
 PG_FUNCTION_INFO_V1(process_batch_billing);
@@ -319,6 +320,41 @@ wait_for_batches(void)
 }
 
 /*
+ * Bill batches until one finds nothing more (fewer than batch_size) or
+ * meets an org another session is billing.  With all orgs, the peeks
+ * resume (resume.c); a run whose last batch resumed bills one more after
+ * a look at the whole backlog.
+ */
+static void
+drain_batches(Datum org, Oid org_type, bool org_null, int64 batch_size,
+			  bool commit, MbTotals *t)
+{
+	int64		claimed;
+	int64		skipped_before;
+	int64		batches = 0;
+	bool		more;
+
+	mb_last_peek_resumed = false;
+	do
+	{
+		skipped_before = t->skipped;
+		claimed = mb_drain_batch(org, org_type, org_null, batch_size, t);
+		if (mb_drain_progress > 0 && ++batches % mb_drain_progress == 0)
+			report_progress(batches, t);
+		/* fewer than asked for: process_all_pending found nothing more */
+		more = claimed == batch_size && t->skipped == skipped_before;
+		if (!more && mb_last_peek_resumed)
+		{
+			mb_resume_forget();
+			mb_last_peek_resumed = false;
+			more = true;
+		}
+		if (commit)
+			commit_batch(!more);
+	} while (more);
+}
+
+/*
  * CALL drain(batch_size, org_id)
  *		Bill every pending message, committing after each batch so that a
  *		large backlog never holds one long transaction.  Inside a
@@ -330,11 +366,7 @@ drain(PG_FUNCTION_ARGS)
 {
 	MbTotals	t;
 	int64		batch_size;
-	int64		claimed;
-	int64		skipped_before;
-	int64		batches = 0;
 	bool		commit = may_commit(fcinfo);
-	bool		more;
 	Oid			org_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
 	Datum		org = PG_GETARG_DATUM(1);
 	instr_time	start;
@@ -351,18 +383,19 @@ drain(PG_FUNCTION_ARGS)
 	}
 	SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0);
 	mb_totals_init(&t);
-	do
+	/* the first batch looks at the whole backlog */
+	mb_resume_forget();
+	mb_peek_resumes = true;
+	PG_TRY();
 	{
-		skipped_before = t.skipped;
-		claimed = mb_drain_batch(org, OidIsValid(org_type) ? org_type : TEXTOID,
-							  PG_ARGISNULL(1), batch_size, &t);
-		if (mb_drain_progress > 0 && ++batches % mb_drain_progress == 0)
-			report_progress(batches, &t);
-		/* fewer than asked for: process_all_pending found nothing more */
-		more = claimed == batch_size && t.skipped == skipped_before;
-		if (commit)
-			commit_batch(!more);
-	} while (more);
+		drain_batches(org, OidIsValid(org_type) ? org_type : TEXTOID,
+					  PG_ARGISNULL(1), batch_size, commit, &t);
+	}
+	PG_FINALLY();
+	{
+		mb_peek_resumes = false;
+	}
+	PG_END_TRY();
 	if (commit)
 		wait_for_batches();
 	log_totals("drain", &t, start);

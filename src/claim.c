@@ -438,7 +438,10 @@ peek(Batch *b, int64 limit)
 		oldest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 							   3, &no_oldest);
 	if (b->mode == MB_CLAIM_ALL)
+	{
 		mb_resume_note(b->cfg, resumed, !no_oldest, oldest);
+		mb_last_peek_resumed = resumed;
+	}
 	/* fewer than it asked for: it saw them all (a resumed one: not before) */
 	b->peeked_all = seen < asked && !resumed;
 }

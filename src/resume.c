@@ -17,7 +17,13 @@
  * old failure pending again) is not lost: once per msgbilling.naptime the
  * worker peeks at the whole backlog, and at once after a commit that made
  * old messages pending through msgbilling (retry_failed, attach: wake.c).
- * Calls from SQL always peek at the whole backlog.
+ *
+ * drain resumes its peeks the same way, from its second batch on: with one
+ * org's backlog, batch k of a drain would otherwise step over the entries
+ * of the k batches before it.  Before it returns, a drain whose last batch
+ * resumed bills one more batch after a look at the whole backlog
+ * (billing_api.c), so nothing pending when it started is left behind.
+ * Other calls from SQL always peek at the whole backlog.
  *
  * Only for tables with a created column: the key alone says nothing about
  * how late a message may still commit.
@@ -34,6 +40,7 @@
 #define MB_RESUME_MARGIN	(60 * USECS_PER_SEC)
 
 bool		mb_peek_resumes = false;
+bool		mb_last_peek_resumed = false;
 
 /*
  * The worker's resume point, for the current configuration: config.c

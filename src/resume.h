@@ -9,8 +9,11 @@
 
 #include "config.h"
 
-/* Set by the billing worker: its run peeks may resume (resume.c). */
+/* Set by the billing worker, and by drain while it runs: run peeks may resume. */
 extern bool mb_peek_resumes;
+
+/* Whether the last run peek resumed (did not look at the whole backlog). */
+extern bool mb_last_peek_resumed;
 
 extern bool mb_resume_from(const MbConfig *cfg, Datum *from);
 extern void mb_resume_forget(void);

@@ -102,9 +102,9 @@ billing_attnums(FunctionCallInfo fcinfo, TupleDesc desc)
 }
 
 /*
- * Whether the row's billing_status is one of the known (NULL: the column
- * is NOT NULL, so only a table without it) statuses: all of them, or
- * 'pending' alone.
+ * Whether the row's billing_status is a status msgbilling knows ('pending'
+ * alone with pending_only); NULL is not.  A table without the column
+ * passes.
  */
 static bool
 status_is(const BillingAttnums *a, TupleDesc desc, HeapTuple tup,

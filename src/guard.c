@@ -110,6 +110,7 @@ static bool
 status_is(const BillingAttnums *a, TupleDesc desc, HeapTuple tup,
 		  bool pending_only)
 {
+	/* pending first; attach's _adopt_status accepts the same five */
 	static const char *const known[] = {"pending", "charged", "failed",
 	"refunded", "legacy"};
 	bool		isnull;

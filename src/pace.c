@@ -9,8 +9,10 @@
  * pages at: on the benchmark's machine, the app's p99 while the worker
  * drained a backlog was 2-2.7 times idle at full speed (a core's worth,
  * about 90 MB of WAL a second), 1.7 times at 50,000 messages a second,
- * 1.3 at 25,000, and 1.0-1.8 at 10,000 (bench runs 21-28, where the
- * machine's own noise is of that size).  So the worker
+ * 1.3 at 25,000, and 1.0-1.8 at 10,000 (bench runs 21-30, where the
+ * machine's own noise is of that size); 5,000 cost the app no less than
+ * 10,000, nor did sleeping a quarter or ten milliseconds at a time
+ * instead of one (PACE_MIN_SLEEP_MS).  So the worker
  * keeps to msgbilling.worker_max_rate, 10,000 by default: 36 million
  * messages an hour, far above what it has to keep up with, and a backlog
  * of a million drains in under two minutes.  Autovacuum is paced by its

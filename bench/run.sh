@@ -256,7 +256,7 @@ paced_rounds() {  # W3_ROUNDS rounds of an idle phase (w3's worker
     done
     echo "${i50#,} ${i99#,} ${b50#,} ${b99#,}"
 }
-med() { tr ',' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }  # of a comma-separated list
+med() { tr ',' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }  # the median of a comma-separated list
 worker_enabled off
 psql_q -d postgres -c "DROP DATABASE IF EXISTS w3" -c "CREATE DATABASE w3 TEMPLATE t_mb"
 # the same table unattached: the same rows and primary key, without

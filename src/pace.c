@@ -9,7 +9,7 @@
  * pages at: on the benchmark's machine, the app's p99 while the worker
  * drained a backlog was 2-2.7 times idle at full speed (a core's worth,
  * about 90 MB of WAL a second), 1.7 times at 50,000 messages a second,
- * 1.3 at 25,000, and 1.0-1.8 at 10,000 (bench runs 21-30, where the
+ * 1.3 at 25,000, and 1.0-1.8 at 10,000 (bench runs 21-31, where the
  * machine's own noise is of that size); 5,000 cost the app no less than
  * 10,000, nor did sleeping a quarter or ten milliseconds at a time
  * instead of one (PACE_MIN_SLEEP_MS).  So the worker

@@ -27,6 +27,7 @@
 #include "utils/rel.h"
 
 #include "guard.h"
+#include "msgbilling.h"
 
 PG_FUNCTION_INFO_V1(guard_messages);
 PG_FUNCTION_INFO_V1(guard_ledger);
@@ -111,8 +112,8 @@ status_is(const BillingAttnums *a, TupleDesc desc, HeapTuple tup,
 		  bool pending_only)
 {
 	/* pending first; attach's _adopt_status accepts the same five */
-	static const char *const known[] = {"pending", "charged", "failed",
-	"refunded", "legacy"};
+	static const char *const known[] = {MB_PENDING, MB_CHARGED, MB_FAILED,
+	MB_REFUNDED, MB_LEGACY};
 	bool		isnull;
 	Datum		value;
 	text	   *status;

@@ -11,7 +11,10 @@
 /* Prefix of every log line, so log tooling can follow billing. */
 #define MB_LOG_PREFIX "[msgbilling] "
 
-/* Billing statuses of a message; the attach CHECK constraint lists them. */
+/*
+ * Billing statuses of a message: the guard trigger (guard.c) refuses any
+ * other, and attach's _adopt_status accepts these five.
+ */
 #define MB_PENDING	"pending"
 #define MB_CHARGED	"charged"
 #define MB_FAILED	"failed"

@@ -17,10 +17,11 @@ OBJS = \
 	src/wake.o \
 	src/worker.o \
 	src/pace.o \
-	src/yield.o
+	src/yield.o \
+	src/owner.o
 
 EXTENSION = msgbilling
-DATA = msgbilling--1.0.sql
+DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text \

@@ -74,6 +74,7 @@ typedef struct Batch
 	int			nrows;
 	BatchRow   *rows;
 	int64		skipped;		/* peeked messages of busy orgs */
+	int64		orgless;		/* peeked messages with a NULL org */
 	bool		peeked_all;		/* the peek saw every billable message */
 } Batch;
 
@@ -82,5 +83,6 @@ extern bool mb_claim(Batch *b, int64 limit, Datum zero);
 
 /* write.c */
 extern void mb_write_messages(Batch *b, MbTotals *totals);
+extern int64 mb_fail_orgless(Batch *b, MbTotals *totals);
 
 #endif							/* MB_BATCH_H */

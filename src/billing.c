@@ -288,10 +288,13 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	b.arg = arg;
 	if (mb_claim(&b, limit, numeric_zero))
 	{
+		/* failed, or held by another session and skipped */
+		(void) mb_fail_orgless(&b, totals);
+		looked = b.orgless;
 		b.prices = mb_prices_load();
 		for (i = 0; i < b.norgs; i++)
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
-		looked = b.nrows + b.skipped;
+		looked += b.nrows + b.skipped;
 		charge_wallets(&b);
 		for (i = 0; i < b.norgs; i++)
 			if (b.orgs[i].ncharged > 0)
@@ -305,8 +308,9 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	 * leaves nothing behind: the caller need not look again.
 	 */
 	totals->drained = (mode == MB_CLAIM_ALL || mode == MB_CLAIM_ORG) &&
-		(b.norgs == 0 || (b.peeked_all && looked < limit &&
-						  totals->skipped == skipped_before));
+		((b.norgs == 0 && b.orgless == 0) ||
+		 (b.peeked_all && looked < limit &&
+		  totals->skipped == skipped_before));
 	AtEOXact_GUC(true, guc_level);
 	MemoryContextSwitchTo(caller);
 	totals->credits = datumCopy(totals->credits, false, -1);

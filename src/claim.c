@@ -231,14 +231,15 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
 					" c AS (SELECT * FROM p UNION ALL SELECT * FROM f)"
 					" SELECT c.tid, c.k, c.t::pg_catalog.int8,"
-					" c.md::pg_catalog.text, c.cr::pg_catalog.timestamptz,"
+					" c.md::pg_catalog.text, %s,"
 					" c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
 					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
 					" ORDER BY u.ix, c.cr, c.k",
 					newest_given_sql(cfg, mode),
 					cols, cfg->relname, cfg->org_col,
 					older_than_given_sql(cfg), requested_sql(cfg, mode, "m"),
-					cols, cfg->relname, given, cfg->org_col);
+					cols, cfg->relname, given, cfg->org_col,
+					mb_created_tz(cfg, "c.cr"));
 }
 
 /*
@@ -254,7 +255,7 @@ static char *
 run_claim_sql(const MbConfig *cfg)
 {
 	return psprintf("SELECT r.tid, r.k, r.t::pg_catalog.int8,"
-					" r.md::pg_catalog.text, r.cr::pg_catalog.timestamptz, r.cr,"
+					" r.md::pg_catalog.text, %s, r.cr,"
 					" u.ix, true, s.held, s.missing, w.lim"
 					" FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(o, ix)"
 					" LEFT JOIN LATERAL (SELECT c.balance OPERATOR(pg_catalog.+)"
@@ -269,6 +270,7 @@ run_claim_sql(const MbConfig *cfg)
 					" AND (s.held OR s.missing)"
 					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED) r ON true"
 					" LIMIT $1",
+					mb_created_tz(cfg, "r.cr"),
 					cfg->key_col, cfg->tokens_col, model_expr(cfg),
 					created_expr(cfg), cfg->relname, cfg->org_col,
 					billing_order(cfg, "m"));
@@ -421,20 +423,31 @@ peek(Batch *b, int64 limit)
 	bool		no_oldest = true;
 	Datum		oldest = (Datum) 0;
 
-	b->norgs = (int) SPI_processed;
-	b->orgs = palloc0(sizeof(BatchOrg) * Max(b->norgs, 1));
+	b->norgs = 0;
+	b->orgs = palloc0(sizeof(BatchOrg) * Max(SPI_processed, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
-		b->orgs[i].org = SPI_getbinval(SPI_tuptable->vals[i],
-									   SPI_tuptable->tupdesc, 1, &isnull);
-		b->orgs[i].peeked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-														SPI_tuptable->tupdesc,
-														2, &isnull));
-		b->orgs[i].state = WALLET_MISSING;
-		seen += b->orgs[i].peeked;
+		BatchOrg   *o = &b->orgs[b->norgs];
+		bool		no_org;
+		int64		peeked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc,
+														 2, &isnull));
+
+		seen += peeked;
+		o->org = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+							   1, &no_org);
+		/* messages without an org are not an org's: they fail apart */
+		if (no_org)
+		{
+			b->orgless = peeked;
+			continue;
+		}
+		o->peeked = peeked;
+		o->state = WALLET_MISSING;
+		b->norgs++;
 	}
-	/* the first org holds the oldest message: the order is by creation */
-	if (b->mode == MB_CLAIM_ALL && b->norgs > 0)
+	/* the first row holds the oldest message: the order is by creation */
+	if (b->mode == MB_CLAIM_ALL && SPI_processed > 0)
 		oldest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 							   3, &no_oldest);
 	if (b->mode == MB_CLAIM_ALL)
@@ -790,7 +803,7 @@ mb_claim(Batch *b, int64 limit, Datum zero)
 
 	peek(b, limit);
 	if (b->norgs == 0)
-		return false;
+		return b->orgless > 0;
 	for (i = 0; i < b->norgs; i++)
 		b->orgs[i].charge = zero;
 	if (b->mode == MB_CLAIM_ALL || b->mode == MB_CLAIM_ORG)

@@ -22,6 +22,7 @@
 #include "convert.h"
 #include "guard.h"
 #include "msgbilling.h"
+#include "owner.h"
 #include "resume.h"
 #include "yield.h"
 
@@ -330,16 +331,20 @@ plan_params(SPIPlanPtr plan, Datum *values, const char *nulls)
  * Run a kept plan (plan), or SQL text with argument types; anything but
  * the expected SPI result is a bug.  A kept plan's rows go to dest when
  * there is one, instead of into SPI_tuptable.  The guard triggers let
- * msgbilling's own statements through (guard.c).
+ * msgbilling's own statements through (guard.c).  A write of the app's
+ * table runs as its owner (owner_of, owner.c).
  */
 static void
 exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 			 Datum *values, const char *nulls, int expected,
-			 DestReceiver *dest)
+			 DestReceiver *dest, Oid owner_of)
 {
 	int			ret;
+	MbOwnerSwitch sw;
 
 	mb_yield_point();
+	if (OidIsValid(owner_of))
+		mb_owner_enter(owner_of, &sw);
 	mb_writing++;
 	PG_TRY();
 	{
@@ -358,11 +363,17 @@ exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 			ret = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
 										false, 0);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
 		mb_writing--;
+		if (OidIsValid(owner_of))
+			mb_owner_leave(&sw, false);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	mb_writing--;
+	if (OidIsValid(owner_of))
+		mb_owner_leave(&sw, true);
 
 	if (ret != expected)
 		elog(ERROR, "msgbilling statement returned %s, expected %s",
@@ -372,7 +383,17 @@ exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 void
 mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 {
-	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected, NULL);
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected, NULL,
+				 InvalidOid);
+}
+
+/* The same for a write of the attached table: as its owner (owner.c). */
+void
+mb_exec_plan_as_owner(const MbConfig *cfg, SPIPlanPtr plan, Datum *values,
+					  const char *nulls, int expected)
+{
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected, NULL,
+				 cfg->relid);
 }
 
 /*
@@ -386,7 +407,8 @@ mb_exec_plan_to(SPIPlanPtr plan, Datum *values, const char *nulls,
 				DestReceiver *dest)
 {
 	Assert(dest->mydest == DestNone);
-	exec_guarded(plan, NULL, 0, NULL, values, nulls, SPI_OK_UTILITY, dest);
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, SPI_OK_UTILITY, dest,
+				 InvalidOid);
 }
 
 /* The same for a statement that runs rarely (wallets, refunds): not kept. */
@@ -394,7 +416,34 @@ void
 mb_exec_sql(const char *sql, int nargs, Oid *argtypes, Datum *values,
 			const char *nulls, int expected)
 {
-	exec_guarded(NULL, sql, nargs, argtypes, values, nulls, expected, NULL);
+	exec_guarded(NULL, sql, nargs, argtypes, values, nulls, expected, NULL,
+				 InvalidOid);
+}
+
+/* The same for a rare write of the attached table: as its owner. */
+void
+mb_exec_sql_as_owner(const MbConfig *cfg, const char *sql, int nargs,
+					 Oid *argtypes, Datum *values, const char *nulls,
+					 int expected)
+{
+	exec_guarded(NULL, sql, nargs, argtypes, values, nulls, expected, NULL,
+				 cfg->relid);
+}
+
+/*
+ * A message's creation time as timestamptz: expr (the created column, or a
+ * value read from it), NULL when no created column is attached.  A
+ * timestamp without time zone is read as UTC, so that what a message costs
+ * never depends on the TimeZone of the session that bills it.
+ */
+char *
+mb_created_tz(const MbConfig *cfg, const char *expr)
+{
+	if (cfg->created_col == NULL)
+		return pstrdup("NULL::pg_catalog.timestamptz");
+	if (cfg->created_type == TIMESTAMPOID)
+		return psprintf("pg_catalog.timezone('UTC', %s)", expr);
+	return psprintf("%s::pg_catalog.timestamptz", expr);
 }
 
 /*

@@ -46,6 +46,9 @@ typedef enum MbStmt
 	MB_STMT_CHARGE_WALLETS,
 	MB_STMT_WRITE_CHARGED,
 	MB_STMT_WRITE_FAILED,
+	MB_STMT_FAIL_ORGLESS_ALL,	/* by MbClaimMode, ORG excluded */
+	MB_STMT_FAIL_ORGLESS_IDS,
+	MB_STMT_FAIL_ORGLESS_ONE,
 	MB_STMT_PRICES,
 	MB_STMT_DISTINCT_IDS,
 	MB_NUM_STMTS
@@ -62,6 +65,13 @@ extern void mb_exec_plan_to(SPIPlanPtr plan, Datum *values, const char *nulls,
 							DestReceiver *dest);
 extern void mb_exec_sql(const char *sql, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls, int expected);
+extern void mb_exec_plan_as_owner(const MbConfig *cfg, SPIPlanPtr plan,
+								  Datum *values, const char *nulls,
+								  int expected);
+extern void mb_exec_sql_as_owner(const MbConfig *cfg, const char *sql,
+								 int nargs, Oid *argtypes, Datum *values,
+								 const char *nulls, int expected);
+extern char *mb_created_tz(const MbConfig *cfg, const char *expr);
 extern Datum mb_message_value(const MbConfig *cfg, Datum key,
 							  const char *expr);
 

@@ -11,6 +11,8 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
+
 #include "catalog/pg_type.h"
 #include "parser/parse_coerce.h"
 #include "utils/array.h"
@@ -45,6 +47,23 @@ mb_datum_text(Datum value, Oid type)
 
 	getTypeOutputInfo(type, &outfunc, &varlena);
 	return OidOutputFunctionCall(outfunc, value);
+}
+
+/*
+ * s, cut to its first 40 bytes (whole characters) with "..." after it if
+ * it is longer: an error message echoes a value the user passed, and a
+ * value may be megabytes long.
+ */
+char *
+mb_brief(const char *s)
+{
+	int			len = strlen(s);
+	int			cut;
+
+	if (len <= 40)
+		return pstrdup(s);
+	cut = pg_mbcliplen(s, len, 40);
+	return psprintf("%.*s...", cut, s);
 }
 
 /* Convert value from source to target through their text forms. */

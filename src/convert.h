@@ -17,6 +17,7 @@ extern Datum mb_arg_as(FunctionCallInfo fcinfo, int argno, Oid target,
 extern Datum mb_array_arg_as(FunctionCallInfo fcinfo, int argno, Oid elemtype,
 							 const char *what);
 extern char *mb_datum_text(Datum value, Oid type);
+extern char *mb_brief(const char *s);
 extern Datum mb_array(Datum *elems, bool *nulls, int n, Oid type);
 
 #endif							/* MB_CONVERT_H */

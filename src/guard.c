@@ -3,10 +3,12 @@
  *		Trigger functions that keep the billing columns of the attached
  *		table and the ledger unchanged by anything but msgbilling.
  *
- * msgbilling.attach() puts two triggers on the app's table: BEFORE INSERT,
- * which lets a plain pending message through, and BEFORE UPDATE OF the
+ * msgbilling.attach() puts three triggers on the app's table: BEFORE INSERT,
+ * which lets a plain pending message through; BEFORE UPDATE OF the
  * billing columns when one of them changes (its column list and WHEN
- * clause keep the app's ordinary UPDATEs from calling any function).  The
+ * clause keep the app's ordinary UPDATEs from calling any function); and
+ * BEFORE UPDATE OF the org column of a charged or refunded message, whose
+ * org is its ledger entry's.  The
  * extension script puts BEFORE UPDATE/DELETE/TRUNCATE triggers on the
  * ledger.  msgbilling's own statements run with mb_writing raised (see
  * mb_exec_plan), which lets them through; so does msgbilling.repair, a
@@ -194,6 +196,14 @@ guard_messages(PG_FUNCTION_ARGS)
 		plain_pending(billing_attnums(fcinfo, desc), desc, td->tg_trigtuple))
 		return pass(td);
 	rel = get_rel_name(RelationGetRelid(td->tg_relation));
+	if (strcmp(td->tg_trigger->tgname, MB_GUARD_ORG_TRIGGER) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the org of a billed message in %s cannot change", rel),
+				 errdetail("Its charge was debited from its org's wallet, and "
+						   "its ledger entry names that org."),
+				 errhint("Refunds follow the ledger; to bill another org, "
+						 "insert a new message.")));
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

@@ -8,6 +8,11 @@
 
 #include "postgres.h"
 
+/* The guard triggers attach puts on the app's table (_create_guards). */
+#define MB_GUARD_INSERT_TRIGGER "msgbilling_guard_insert"
+#define MB_GUARD_UPDATE_TRIGGER "msgbilling_guard_update"
+#define MB_GUARD_ORG_TRIGGER "msgbilling_guard_org"
+
 extern bool mb_repair;
 extern int	mb_writing;
 

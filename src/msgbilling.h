@@ -21,6 +21,9 @@
 #define MB_REFUNDED "refunded"
 #define MB_LEGACY	"legacy"
 
+/* The failure reason of a message whose org column is NULL. */
+#define MB_NO_ORG	"no_org"
+
 extern int	mb_batch_size;
 extern int	mb_log_level;
 extern int	mb_drain_progress;

@@ -67,6 +67,8 @@ scale_price(MbPrice *p)
 	return true;
 }
 
+static Datum numeric_cost_limit(void);
+
 /* All prices, in the current memory context. */
 MbPriceList *
 mb_prices_load(void)
@@ -91,6 +93,9 @@ mb_prices_load(void)
 															  &isnull));
 		p->credits_per_token = SPI_getbinval(tt->vals[i], tt->tupdesc, 3,
 											 &isnull);
+		p->too_large = DatumGetInt32(DirectFunctionCall2(numeric_cmp,
+														 p->credits_per_token,
+														 numeric_cost_limit())) >= 0;
 		p->scaled = scale_price(p);
 	}
 	return list;
@@ -225,6 +230,9 @@ mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
 		return true;
 	}
 #endif
+	/* checked first: the product of an absurd price overflows numeric */
+	if (price->too_large && tokens > 0)
+		return false;
 	exact = DirectFunctionCall2(numeric_mul,
 								NumericGetDatum(int64_to_numeric(tokens)),
 								price->credits_per_token);

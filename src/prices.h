@@ -15,6 +15,8 @@ typedef struct MbPrice
 	char	   *model;			/* NULL: the default price */
 	TimestampTz effective_from;
 	Datum		credits_per_token;	/* numeric */
+	bool		too_large;		/* a message of one token or more costs
+								 * more than a numeric(10,6) holds */
 	bool		scaled;			/* it is units / 10^scale, both small enough
 								 * for mb_cost's integer arithmetic */
 	int64		units;

@@ -8,7 +8,8 @@
  * multi-row INSERT in one batch.  Billing runs in a subtransaction: a lack
  * of credits marks the row failed like any billing run, and an error
  * (a missing price table, a dropped column) is reported as a WARNING and
- * leaves the rows pending.  Neither ever aborts the app's INSERT.
+ * leaves the rows pending.  Neither aborts the app's INSERT; only a cancel,
+ * a timeout or a shutdown does, as it would without the trigger.
  */
 #include "postgres.h"
 
@@ -102,8 +103,21 @@ bill_inserted(TriggerData *td)
 }
 
 /*
- * Bill in a subtransaction; on error, warn and leave the rows pending.
- * The pattern of PL/Python's and PL/Tcl's subtransactions.
+ * Whether an error must abort the INSERT after all: a cancel, a timeout
+ * (statement_timeout, lock_timeout), a shutdown.  The session asked for
+ * those to stop what it runs, and a warning would let the INSERT go on.
+ */
+static bool
+stops_the_insert(int sqlerrcode)
+{
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
+ * Bill in a subtransaction; on error, warn and leave the rows pending,
+ * unless the error stops the INSERT (stops_the_insert).  The pattern of
+ * PL/Python's and PL/Tcl's subtransactions.
  */
 static void
 bill_inserted_guarded(TriggerData *td)
@@ -130,6 +144,8 @@ bill_inserted_guarded(TriggerData *td)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		if (stops_the_insert(edata->sqlerrcode))
+			ReThrowError(edata);
 		/* the error's own detail and hint still say what to do about it */
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),

@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
 
 #include "config.h"
@@ -31,6 +32,13 @@ PG_FUNCTION_INFO_V1(retry_failed);
 
 /* Amounts at or above this do not fit a numeric(20,6) balance. */
 #define MB_AMOUNT_LIMIT "100000000000000"
+
+/*
+ * Longest idempotency key and text org id, in bytes: both are keys of a
+ * btree index (the ledger's keys, the wallets' org ids), whose entries
+ * cannot pass about 2,700 bytes.
+ */
+#define MB_KEY_MAX_BYTES 255
 
 /* Column 1 of row 0 of the last result. */
 static Datum
@@ -73,21 +81,35 @@ check_amount(Datum amount, int sign, const char *what)
 				 errmsg("%s must be %s and finite, not %s", what,
 						sign > 0 ? "greater than zero" :
 						sign == 0 ? "zero or more" : "non-zero",
-						mb_datum_text(amount, NUMERICOID))));
+						mb_brief(mb_datum_text(amount, NUMERICOID)))));
 	if (num_cmp(absval, limit) >= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("%s %s is too large", what,
-						mb_datum_text(amount, NUMERICOID)),
+						mb_brief(mb_datum_text(amount, NUMERICOID))),
 				 errdetail("Amounts must be below %s credits.",
 						   MB_AMOUNT_LIMIT)));
 	if (num_cmp(rounded, amount) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s has more than 6 decimal places: %s", what,
-						mb_datum_text(amount, NUMERICOID)),
+						mb_brief(mb_datum_text(amount, NUMERICOID))),
 				 errhint("Round it to 6 decimal places; credits are kept to "
 						 "the millionth.")));
+}
+
+/* Error unless a key (an idempotency key, a text org id) fits its index. */
+static void
+check_key_size(Datum value, const char *what)
+{
+	int			len = VARSIZE_ANY_EXHDR(DatumGetTextPP(value));
+
+	if (len > MB_KEY_MAX_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too long: %d bytes", what, len),
+				 errdetail("msgbilling accepts at most %d bytes.",
+						   MB_KEY_MAX_BYTES)));
 }
 
 /* Create the org's wallet if it has none; never waits on an existing one. */
@@ -111,6 +133,8 @@ hold_wallet(const MbConfig *cfg, Datum org)
 	Oid			argtypes[1] = {cfg->org_type};
 	bool		isnull;
 
+	if (cfg->org_type == TEXTOID)
+		check_key_size(org, "org id");
 	ensure_wallet(cfg, org);
 	mb_exec_sql("SELECT balance FROM msgbilling.credits WHERE org_id = $1 FOR UPDATE",
 				1, argtypes, &org, NULL, SPI_OK_SELECT);
@@ -198,7 +222,7 @@ repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 							   cfg->org_col, wait ? "" : " SKIP LOCKED",
 							   cfg->relname, cfg->key_col, whole_orgs);
 
-	mb_exec_sql(sql, 3, argtypes, values, nulls, SPI_OK_UPDATE);
+	mb_exec_sql_as_owner(cfg, sql, 3, argtypes, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed > 0)
 		mb_wake_at_commit();
 	return SPI_processed;
@@ -319,6 +343,8 @@ top_up(PG_FUNCTION_ARGS)
 	 * key itself (it may name another org), then the wallet.
 	 */
 	if (!PG_ARGISNULL(3))
+		check_key_size(PG_GETARG_DATUM(3), "idempotency key");
+	if (!PG_ARGISNULL(3))
 		mb_exec_sql("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
 					1, (Oid[1]) {TEXTOID}, &PG_GETARG_DATUM(3), NULL, SPI_OK_SELECT);
 	/* a replayed key credits nothing: the balance is the answer */
@@ -416,9 +442,10 @@ set_overdraft(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Error unless a locked message may be refunded. */
+/* Error unless a message may be refunded: charged, with its charge. */
 static void
-check_refundable(const MbConfig *cfg, Datum key, const char *status)
+check_refundable(const MbConfig *cfg, Datum key, const char *status,
+				 bool has_charge)
 {
 	char	   *id = mb_datum_text(key, cfg->key_type);
 
@@ -432,60 +459,123 @@ check_refundable(const MbConfig *cfg, Datum key, const char *status)
 				 errmsg("message %s is not charged", id),
 				 errdetail("Its billing status is %s.", status),
 				 errhint("Only charged messages can be refunded.")));
+	if (!has_charge)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("charged message %s has no charge to refund", id),
+				 errdetail("Its cost_credits or billing_ledger_id is NULL, or names "
+						   "no charge entry: it was changed outside msgbilling."),
+				 errhint("msgbilling.verify() shows what else does not reconcile.")));
+}
+
+/* What refund reads of a message: its status and its charge. */
+typedef struct MessageCharge
+{
+	char	   *status;
+	bool		has_charge;		/* a cost, and a charge entry (of an org) */
+	Datum		cost;
+	bool		no_billing_org;
+	Datum		billing_org;	/* the org its charge entry has, or, before
+								 * it is charged, the org billing debits */
+} MessageCharge;
+
+/*
+ * The message's status and charge; with lock, the message is locked.  The
+ * org is the one its charge entry debited, never the message's org column:
+ * the app may change that, and money follows the ledger.  An unknown id is
+ * an error.
+ */
+static MessageCharge
+read_charge(const MbConfig *cfg, Datum key, bool lock)
+{
+	MessageCharge c;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		no_id;
+	bool		no_cost;
+	bool		no_entry;
+
+	mb_exec_sql(psprintf("SELECT m.billing_status::pg_catalog.text,"
+						 " m.billing_ledger_id, m.cost_credits, l.org_id,"
+						 " COALESCE(l.org_id, m.%s)"
+						 " FROM %s m LEFT JOIN msgbilling.ledger l"
+						 " ON l.id = m.billing_ledger_id AND l.kind = 'charge'"
+						 " WHERE m.%s = $1%s",
+						 cfg->org_col, cfg->relname, cfg->key_col,
+						 lock ? " FOR UPDATE OF m" : ""),
+				1, (Oid[1]) {cfg->key_type}, &key, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("message %s does not exist in %s",
+						mb_datum_text(key, cfg->key_type), cfg->relname)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	c.status = SPI_getvalue(tup, desc, 1);
+	(void) SPI_getbinval(tup, desc, 2, &no_id);
+	c.cost = SPI_getbinval(tup, desc, 3, &no_cost);
+	(void) SPI_getbinval(tup, desc, 4, &no_entry);
+	c.billing_org = SPI_getbinval(tup, desc, 5, &c.no_billing_org);
+	c.has_charge = !no_id && !no_cost && !no_entry;
+	if (c.has_charge)
+		c.cost = datumCopy(c.cost, false, -1);
+	if (!c.no_billing_org)
+		c.billing_org = datumCopy(c.billing_org, get_typbyval(cfg->org_type),
+								  get_typlen(cfg->org_type));
+	return c;
 }
 
 /*
  * refund(message_id, note) -> numeric
- *		Credit a charged message's cost back; return the new balance.
+ *		Credit a charged message's cost back to the org its charge debited;
+ *		return that org's new balance.
  */
 Datum
 refund(PG_FUNCTION_ARGS)
 {
 	const MbConfig *cfg;
-	Oid			argtypes[1];
 	Datum		key;
-	Datum		org;
-	Datum		cost;
+	MessageCharge before;
+	MessageCharge now;
 	Datum		result;
-	bool		isnull;
-	char	   *status;
 
 	mb_require_arg(fcinfo, 0, "message id");
 	SPI_connect();
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
-	argtypes[0] = cfg->key_type;
-	/* the lock order of every biller: the org's wallet, then the message */
-	org = mb_message_value(cfg, key, cfg->org_col);
-	(void) hold_wallet(cfg, org);
-	mb_exec_sql(psprintf("SELECT billing_status::pg_catalog.text, %s = $2, cost_credits"
-						 " FROM %s WHERE %s = $1 FOR UPDATE",
-						 cfg->org_col, cfg->relname, cfg->key_col),
-				2, (Oid[2]) {cfg->key_type, cfg->org_type},
-				(Datum[2]) {key, org}, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0 ||
-		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-									SPI_tuptable->tupdesc, 2, &isnull)))
+	/*
+	 * The lock order of every biller: the org's wallet, then the message.
+	 * A message being billed right now is refunded once its biller commits.
+	 */
+	before = read_charge(cfg, key, false);
+	if (before.no_billing_org)
+		check_refundable(cfg, key, before.status, before.has_charge);
+	(void) hold_wallet(cfg, before.billing_org);
+	now = read_charge(cfg, key, true);
+	check_refundable(cfg, key, now.status, now.has_charge);
+	/* charged to another org than the one whose wallet we hold */
+	if (strcmp(mb_datum_text(now.billing_org, cfg->org_type),
+			   mb_datum_text(before.billing_org, cfg->org_type)) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("message %s changed while it was being refunded",
 						mb_datum_text(key, cfg->key_type)),
 				 errhint("Try the refund again.")));
-	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	cost = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-	check_refundable(cfg, key, status);
-	result = move_money(cfg, org, cost, "refund", PG_GETARG_DATUM(1),
-						PG_ARGISNULL(1), (Datum) 0, true,
+	result = move_money(cfg, now.billing_org, now.cost, "refund",
+						PG_GETARG_DATUM(1), PG_ARGISNULL(1), (Datum) 0, true,
 						mb_datum_text(key, cfg->key_type));
-	mb_exec_sql(psprintf("UPDATE %s SET billing_status = 'refunded' WHERE %s = $1",
-						 cfg->relname, cfg->key_col),
-				1, argtypes, &key, NULL, SPI_OK_UPDATE);
+	mb_exec_sql_as_owner(cfg,
+						 psprintf("UPDATE %s SET billing_status = 'refunded'"
+								  " WHERE %s = $1",
+								  cfg->relname, cfg->key_col),
+						 1, (Oid[1]) {cfg->key_type}, &key, NULL,
+						 SPI_OK_UPDATE);
 	mb_exec_sql("UPDATE msgbilling.credits SET charged_messages = charged_messages - 1,"
 				" refunded_messages = refunded_messages + 1,"
 				" credits_charged = credits_charged - $2 WHERE org_id = $1",
-				2, (Oid[2]) {cfg->org_type, NUMERICOID}, (Datum[2]) {org, cost}, NULL,
-				SPI_OK_UPDATE);
-	repend_insufficient(cfg, org);
+				2, (Oid[2]) {cfg->org_type, NUMERICOID},
+				(Datum[2]) {now.billing_org, now.cost}, NULL, SPI_OK_UPDATE);
+	repend_insufficient(cfg, now.billing_org);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);

@@ -87,6 +87,52 @@ write_failed_sql(const MbConfig *cfg)
 					cfg->relname);
 }
 
+/*
+ * Fail messages without an org (NULL in the org column): no wallet can pay
+ * for them, and they must not stop the orgs billed with them.  $1 is how
+ * many a run fails at most, oldest first; given ones ($2) fail whatever
+ * their number, and so do given ones that failed before.
+ */
+static char *
+fail_orgless_sql(const MbConfig *cfg, const char *which)
+{
+	const char *order = cfg->created_col ?
+		psprintf("f.%s, f.%s", cfg->created_col, cfg->key_col) :
+		psprintf("f.%s", cfg->key_col);
+
+	return psprintf("UPDATE %s m SET billing_status = '" MB_FAILED "',"
+					" billing_error = '" MB_NO_ORG "', cost_credits = NULL,"
+					" charged_at = NULL, billing_ledger_id = NULL"
+					" WHERE m.%s IN (SELECT f.%s FROM %s f WHERE f.%s IS NULL"
+					" AND %s ORDER BY %s LIMIT $1"
+					" FOR NO KEY UPDATE OF f SKIP LOCKED) AND m.%s IS NULL",
+					cfg->relname, cfg->key_col, cfg->key_col, cfg->relname,
+					cfg->org_col, which, order, cfg->org_col);
+}
+
+static char *
+fail_orgless_all_sql(const MbConfig *cfg)
+{
+	return fail_orgless_sql(cfg, "f.billing_status = 'pending'");
+}
+
+static char *
+fail_orgless_ids_sql(const MbConfig *cfg)
+{
+	return fail_orgless_sql(cfg,
+							psprintf("f.%s OPERATOR(pg_catalog.=) ANY ($2)"
+									 " AND f.billing_status IN ('pending', 'failed')",
+									 cfg->key_col));
+}
+
+static char *
+fail_orgless_one_sql(const MbConfig *cfg)
+{
+	return fail_orgless_sql(cfg,
+							psprintf("f.%s = $2 AND f.billing_status IN"
+									 " ('pending', 'failed')", cfg->key_col));
+}
+
 /* ---------------------------------------------------------------------
  * What the writes read, by ctid
  * ---------------------------------------------------------------------
@@ -250,7 +296,8 @@ collect_decisions(Batch *b, DecidedRows *charged, DecidedRows *failed,
  * claim, so they cannot have moved.
  */
 static void
-exec_write(MbStmt id, MbSqlBuilder build, DecidedRows *rows, const char *what)
+exec_write(const MbConfig *cfg, MbStmt id, MbSqlBuilder build,
+		   DecidedRows *rows, const char *what)
 {
 	Oid			argtypes[1] = {TIDARRAYOID};
 	Datum	   *tids = palloc(sizeof(Datum) * rows->n);
@@ -265,8 +312,8 @@ exec_write(MbStmt id, MbSqlBuilder build, DecidedRows *rows, const char *what)
 	writing = rows;
 	PG_TRY();
 	{
-		mb_exec_plan(mb_plan(id, build, 1, argtypes), &tid_array, NULL,
-					 SPI_OK_UPDATE);
+		mb_exec_plan_as_owner(cfg, mb_plan(id, build, 1, argtypes),
+							  &tid_array, NULL, SPI_OK_UPDATE);
 	}
 	PG_FINALLY();
 	{
@@ -290,8 +337,58 @@ mb_write_messages(Batch *b, MbTotals *totals)
 
 	collect_decisions(b, &charged, &failed, totals);
 	if (charged.n > 0)
-		exec_write(MB_STMT_WRITE_CHARGED, write_charged_sql, &charged,
+		exec_write(b->cfg, MB_STMT_WRITE_CHARGED, write_charged_sql, &charged,
 				   "charged");
 	if (failed.n > 0)
-		exec_write(MB_STMT_WRITE_FAILED, write_failed_sql, &failed, "failed");
+		exec_write(b->cfg, MB_STMT_WRITE_FAILED, write_failed_sql, &failed,
+				   "failed");
+}
+
+/*
+ * Fail the batch's messages without an org, which its peek counted
+ * (b->orgless), and add them to totals; returns how many failed.  A run's
+ * that another session holds stay pending and count as skipped.
+ */
+int64
+mb_fail_orgless(Batch *b, MbTotals *totals)
+{
+	const MbConfig *cfg = b->cfg;
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(b->orgless), b->arg};
+	char		nulls[2] = {' ', ' '};
+	SPIPlanPtr	plan;
+	int64		n;
+
+	if (b->orgless == 0)
+		return 0;
+	switch (b->mode)
+	{
+		case MB_CLAIM_IDS:
+			argtypes[1] = cfg->key_array_type;
+			plan = mb_plan(MB_STMT_FAIL_ORGLESS_IDS, fail_orgless_ids_sql,
+						   2, argtypes);
+			break;
+		case MB_CLAIM_ONE:
+			argtypes[1] = cfg->key_type;
+			plan = mb_plan(MB_STMT_FAIL_ORGLESS_ONE, fail_orgless_one_sql,
+						   2, argtypes);
+			break;
+		default:
+			/* a run of one org peeks at none: only a run of all gets here */
+			nulls[1] = 'n';
+			plan = mb_plan(MB_STMT_FAIL_ORGLESS_ALL, fail_orgless_all_sql,
+						   2, argtypes);
+			break;
+	}
+	mb_exec_plan_as_owner(cfg, plan, values, nulls, SPI_OK_UPDATE);
+	n = (int64) SPI_processed;
+	totals->failed += n;
+	if (b->mode == MB_CLAIM_ALL)
+		totals->skipped += b->orgless - n;
+	else if (n > 0)
+	{
+		totals->requested += n;
+		totals->last_status = MB_FAILED;
+	}
+	return n;
 }

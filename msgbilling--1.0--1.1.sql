@@ -1,0 +1,261 @@
+/* msgbilling--1.0--1.1.sql */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION msgbilling UPDATE TO '1.1'" to load this file. \quit
+
+-- A fresh install runs msgbilling--1.0.sql and then this script, so that
+-- fresh and updated installs are the same (sql/upgrade.sql compares them).
+
+-------------------------------------------------------------------------------
+-- Replacing a function keeps the grants on it
+-------------------------------------------------------------------------------
+
+-- A function this script replaces (DROP, then CREATE: an extension script
+-- never uses CREATE OR REPLACE) would lose the EXECUTE grants a DBA gave
+-- on it.  _save_grants keeps them before the DROP and _restore_grants
+-- gives them back after the CREATE; all three go at the end of the script.
+CREATE TABLE msgbilling._saved_grants (fn text PRIMARY KEY, acl aclitem[]);
+
+CREATE FUNCTION msgbilling._save_grants(fn regprocedure)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO msgbilling._saved_grants
+    SELECT $1::pg_catalog.text, p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = $1
+$$;
+
+CREATE FUNCTION msgbilling._restore_grants(fn regprocedure)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g record;
+BEGIN
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+    FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
+               FROM msgbilling._saved_grants s, pg_catalog.aclexplode(s.acl) a
+              WHERE s.fn = _restore_grants.fn::pg_catalog.text LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s',
+            g.privilege_type, fn,
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+                 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END;
+$$;
+
+-------------------------------------------------------------------------------
+-- Billing writes the app's table as the table's owner (owner.c)
+-------------------------------------------------------------------------------
+
+-- The UPDATEs of the messages table run as its owner, so that its
+-- triggers and expressions never run with msgbilling's privileges.  Those
+-- UPDATEs read the batch's decisions through the _decided_* functions, so
+-- every table owner needs them: they answer only inside msgbilling's own
+-- writes (anywhere else they raise an error) and only with what that write
+-- is writing.  USAGE on the schema lets a role name them; every table and
+-- every function that moves money or reads billing data stays revoked.
+GRANT USAGE ON SCHEMA msgbilling TO PUBLIC;
+GRANT EXECUTE ON FUNCTION msgbilling._decided_cost(tid),
+    msgbilling._decided_ledger_id(tid), msgbilling._decided_error(tid)
+    TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Prices: one that no message could be billed at is refused
+-------------------------------------------------------------------------------
+
+SELECT msgbilling._save_grants('msgbilling.set_price(text, numeric, timestamptz)');
+DROP FUNCTION msgbilling.set_price(text, numeric, timestamptz);
+
+-- A message costs less than 10,000 credits (cost_credits is numeric(10,6)):
+-- at a price of 10,000 or more, every message of a token or more would
+-- fail with cost_out_of_range, so such a price is refused.
+CREATE FUNCTION msgbilling.set_price(model text, credits_per_token numeric,
+                                     effective_from timestamptz DEFAULT pg_catalog.now())
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF credits_per_token IS NULL OR effective_from IS NULL THEN
+        RAISE EXCEPTION 'credits_per_token and effective_from must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF credits_per_token < 0 OR credits_per_token >= 'Infinity' THEN
+        RAISE EXCEPTION 'credits_per_token must be zero or more and finite, not %',
+                        credits_per_token
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF credits_per_token >= 10000 THEN
+        -- echoed cut short: the value may have 131,072 digits
+        RAISE EXCEPTION 'credits_per_token must be below 10000, not %',
+                        CASE WHEN pg_catalog.length(credits_per_token::pg_catalog.text) > 40
+                             THEN pg_catalog.left(credits_per_token::pg_catalog.text, 40) || '...'
+                             ELSE credits_per_token::pg_catalog.text END
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = 'A message costs at most 9999.999999 credits: at this price a single token would cost more.';
+    END IF;
+    IF effective_from IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION 'effective_from must be finite, not %', effective_from
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF model = '' THEN
+        RAISE EXCEPTION 'model must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to set the default price.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM msgbilling.prices p
+                WHERE p.model IS NOT DISTINCT FROM set_price.model
+                  AND p.effective_from = set_price.effective_from) THEN
+        RAISE EXCEPTION 'a price for % effective from % already exists',
+                        COALESCE('model ' || pg_catalog.quote_literal(model), 'the default'),
+                        effective_from
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Prices are versioned and never rewritten.',
+                  HINT = 'Set the new price with a later effective_from.';
+    END IF;
+    INSERT INTO msgbilling.prices (model, credits_per_token, effective_from)
+    VALUES (model, credits_per_token, effective_from)
+    RETURNING id INTO new_id;
+    -- Messages that failed for want of a price may have one now.
+    PERFORM msgbilling._repend_no_price();
+    RETURN new_id;
+END;
+$$;
+
+-- A price decides what every message costs: for the roles granted it.
+SELECT msgbilling._restore_grants('msgbilling.set_price(text, numeric, timestamptz)');
+
+-------------------------------------------------------------------------------
+-- Guards: the org of a billed message, and turning the guards off
+-------------------------------------------------------------------------------
+
+-- When the guards were found off (msgbilling._watch_guards); verify()
+-- reports it until a superuser, having checked the messages, sets it back
+-- to NULL.
+ALTER TABLE msgbilling.config ADD COLUMN guards_off_since timestamptz;
+
+DROP FUNCTION msgbilling._create_guards(regclass);
+DROP FUNCTION msgbilling._drop_guards(regclass);
+
+-- Drop the guard triggers from a table, where they are.
+CREATE FUNCTION msgbilling._drop_guards(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    trg name;
+BEGIN
+    FOR trg IN SELECT t.tgname FROM pg_catalog.pg_trigger t
+                WHERE t.tgrelid = rel
+                  AND t.tgname IN ('msgbilling_guard_insert', 'msgbilling_guard_update',
+                                   'msgbilling_guard_org')
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg, rel);
+    END LOOP;
+END;
+$$;
+
+-- Put the guard triggers on the attached table (guard.c).  The UPDATE
+-- ones' column lists and WHEN clauses keep the app's ordinary UPDATEs from
+-- calling any function.  The INSERT one has no WHEN clause: an INSERT
+-- statement reads and prepares a trigger's WHEN expression each time,
+-- which costs a one-row INSERT more than the function's own check.  The
+-- org of a charged or refunded message is its charge entry's: it may not
+-- change (a refund follows the ledger either way).
+CREATE FUNCTION msgbilling._create_guards(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    org name := (SELECT c.org_column FROM msgbilling.config c WHERE c.messages = rel);
+BEGIN
+    PERFORM msgbilling._drop_guards(rel);
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_insert BEFORE INSERT ON %s'
+                              ' FOR EACH ROW EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_update BEFORE UPDATE OF'
+                              ' billing_status, cost_credits, charged_at, billing_error,'
+                              ' billing_ledger_id ON %s FOR EACH ROW WHEN'
+                              ' (OLD.billing_status IS DISTINCT FROM NEW.billing_status'
+                              ' OR OLD.cost_credits IS DISTINCT FROM NEW.cost_credits'
+                              ' OR OLD.charged_at IS DISTINCT FROM NEW.charged_at'
+                              ' OR OLD.billing_error IS DISTINCT FROM NEW.billing_error'
+                              ' OR OLD.billing_ledger_id IS DISTINCT FROM NEW.billing_ledger_id)'
+                              ' EXECUTE FUNCTION msgbilling._guard_messages()', rel);
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_org BEFORE UPDATE OF %I'
+                              ' ON %s FOR EACH ROW WHEN (OLD.%I IS DISTINCT FROM NEW.%I'
+                              ' AND OLD.billing_status IN (''charged'', ''refunded''))'
+                              ' EXECUTE FUNCTION msgbilling._guard_messages()',
+                              org, rel, org, org);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling._create_guards(regclass),
+    msgbilling._drop_guards(regclass) FROM PUBLIC;
+
+-- The attached table gets the new guard.
+SELECT msgbilling._create_guards(c.messages) FROM msgbilling.config c
+ WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.messages);
+
+-- The table's owner may disable triggers on its table, and with the guards
+-- off change billing columns unseen (mark pending messages legacy, say).
+-- After every ALTER TABLE or ALTER TRIGGER, this looks at the guards:
+-- one disabled (or enabled for replicas only), or a guard renamed, is
+-- recorded in config.guards_off_since, for verify() to report even after
+-- they are back on.  A guard dropped outright stays missing: only
+-- msgbilling can create one (EXECUTE on its function is revoked), and
+-- verify() reports it as missing.  A restore creates the guards after the
+-- ALTER TABLEs that add constraints: missing guards are not looked at then.
+CREATE FUNCTION msgbilling._watch_guards()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    off text;
+BEGIN
+    SELECT c.messages INTO rel FROM msgbilling.config c
+     WHERE c.guards_off_since IS NULL
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.messages);
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s %s', g.name,
+               CASE WHEN t.oid IS NULL THEN 'is missing' ELSE 'is disabled' END), ', ')
+      INTO off
+      FROM pg_catalog.unnest(ARRAY['msgbilling_guard_insert', 'msgbilling_guard_update',
+                                   'msgbilling_guard_org']) g(name)
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = rel AND t.tgname = g.name
+     WHERE t.tgenabled IN ('D', 'R') OR (t.oid IS NULL AND TG_TAG = 'ALTER TRIGGER');
+    IF off IS NULL THEN
+        RETURN;
+    END IF;
+    UPDATE msgbilling.config SET guards_off_since = pg_catalog.now();
+    RAISE WARNING 'msgbilling''s guard triggers on % are off: %', rel, off
+        USING DETAIL = 'While they are off, billing columns can change outside msgbilling; msgbilling.verify() reports it from now on.',
+              HINT = 'Enable them again (ALTER TABLE ... ENABLE TRIGGER ...).';
+END;
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling._watch_guards() FROM PUBLIC;
+
+CREATE EVENT TRIGGER msgbilling_watch_guards ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER')
+    EXECUTE FUNCTION msgbilling._watch_guards();
+
+-------------------------------------------------------------------------------
+-- Done replacing functions
+-------------------------------------------------------------------------------
+
+DROP FUNCTION msgbilling._save_grants(regprocedure),
+    msgbilling._restore_grants(regprocedure);
+DROP TABLE msgbilling._saved_grants;

@@ -211,6 +211,20 @@ END;
 $$;
 SELECT left(org_id, 40) AS org, length(org_id) AS length, balance
   FROM msgbilling.credits ORDER BY org_id;
+-- H68: idempotency keys and text org ids are limited to 255 bytes, with
+-- an error that says so (a 3 KB key used to get a btree hint about MD5
+-- indexes, a 10 MB one "index row requires 120056 bytes"); 255 is fine
+SELECT msgbilling.top_up('big', 1, NULL, repeat('k', 3000));
+SELECT msgbilling.top_up('big', 1, NULL, repeat('k', 10000000));
+SELECT msgbilling.top_up('big', 1, NULL, repeat('é', 128));
+SELECT msgbilling.top_up('keys', 1, NULL, repeat('k', 255)) > 0 AS topped_up;
+SELECT msgbilling.top_up(repeat('o', 256), 1);
+SELECT msgbilling.set_overdraft(repeat('o', 256), 1);
+SELECT msgbilling.adjust(repeat('o', 256), 1, 'x');
+-- H69: an amount echoed in an error is cut to 40 characters
+SELECT msgbilling.top_up('big', ('1' || repeat('0', 131000))::numeric);
+SELECT msgbilling.top_up('big', ('-1' || repeat('0', 131000))::numeric);
+SELECT msgbilling.adjust('big', ('0.' || repeat('1', 16000))::numeric, 'x');
 
 -------------------------------------------------------------------------------
 -- Messages the app writes

@@ -125,4 +125,64 @@ SELECT id, billing_status, cost_credits FROM messages WHERE id = 30;
 
 SELECT msgbilling.detach('messages', drop_columns => true, force => true);
 DROP TABLE messages;
+
+-- A created column of type timestamp (without time zone) is read as UTC:
+-- the same message costs the same whatever the biller's TimeZone.  The
+-- price changes at 2025-06-01 00:00 UTC, which is 14:00 on 31 May in
+-- Pacific/Kiritimati (UTC+14) and 14:00 on 1 June in Pacific/Pago_Pago
+-- (UTC-11): read in either zone, message 2 would get the other price.
+CREATE TABLE messages (id bigint PRIMARY KEY, org_id text NOT NULL,
+                       tokens_used integer, created_at timestamp NOT NULL);
+SELECT msgbilling.attach('messages', created_column => 'created_at');
+SELECT msgbilling.set_price(NULL, 1, '2025-01-01 00:00+00') > 0 AS set;
+SELECT msgbilling.set_price(NULL, 2, '2025-06-01 00:00+00') > 0 AS set;
+SELECT msgbilling.top_up('tz', 100);
+INSERT INTO messages VALUES (1, 'tz', 1, '2025-05-31 23:59'),
+                            (2, 'tz', 1, '2025-06-01 00:00'),
+                            (3, 'tz', 1, '2025-05-31 23:59'),
+                            (4, 'tz', 1, '2025-06-01 00:00');
+SET TimeZone = 'Pacific/Kiritimati';
+SELECT msgbilling.process_message_billing(1), msgbilling.process_message_billing(2);
+SET TimeZone = 'Pacific/Pago_Pago';
+SELECT msgbilling.process_message_billing(3), msgbilling.process_message_billing(4);
+RESET TimeZone;
+SELECT id, created_at, cost_credits FROM messages ORDER BY id;
+-- history() shows the creation time as the UTC instant it was read as.
+SET TimeZone = 'UTC';
+SELECT message_id, created_at, cost_credits FROM msgbilling.history('tz')
+ ORDER BY message_id;
+RESET TimeZone;
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+DROP TABLE messages;
+-- a fresh ledger for the next part, whose books verify() checks
+DROP EXTENSION msgbilling;
+DROP SCHEMA msgbilling;
+CREATE EXTENSION msgbilling;
+
+-- Absurd prices.  set_price refuses one at which a single token costs
+-- more than a message may (10,000 credits), echoing it cut short.
+SELECT msgbilling.set_price('huge', 1e131071);
+SELECT msgbilling.set_price('huge', 10000);
+SELECT msgbilling.set_price('huge', 9999.999999) > 0 AS set;
+-- One already in the table (written by hand, or by 1.0, which took it)
+-- fails only its own messages, with cost_out_of_range; the batch goes on
+-- and bills the rest.  With no tokens, such a message is free.
+CREATE TABLE messages (id bigint PRIMARY KEY, org_id text NOT NULL,
+                       tokens_used integer, model text);
+SELECT msgbilling.attach('messages', model_column => 'model');
+INSERT INTO msgbilling.prices (model, credits_per_token, effective_from)
+VALUES ('absurd', 1e131071, '2020-01-01'),
+       ('absurd-short', 1e100, '2020-01-01');
+SELECT msgbilling.set_price(NULL, 1, '2020-01-01') > 0 AS set;
+SELECT msgbilling.top_up('a', 100);
+SELECT msgbilling.top_up('b', 100);
+INSERT INTO messages VALUES (1, 'a', 1, 'absurd'), (2, 'b', 1, NULL),
+                            (3, 'a', 0, 'absurd'), (4, 'b', 2, 'absurd-short'),
+                            (5, 'b', 1, 'huge'), (6, 'b', 2, 'huge');
+SELECT * FROM msgbilling.process_all_pending();
+SELECT id, model, billing_status, cost_credits, billing_error
+  FROM messages ORDER BY id;
+SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok;
+SELECT msgbilling.detach('messages', drop_columns => true, force => true);
+DROP TABLE messages;
 DROP EXTENSION msgbilling;

@@ -74,6 +74,30 @@ CREATE TRIGGER bill_other AFTER INSERT ON other
 INSERT INTO other VALUES (1, 1, 1);
 SELECT count(*) FROM other;
 
+-- A cancel or a timeout while the trigger bills aborts the INSERT, as it
+-- would without the trigger: it is not turned into a warning.  (An app
+-- trigger that sleeps in billing's write makes the billing slow.)
+CREATE TRIGGER bill_each AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();
+CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_sleep(5);
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER slow AFTER UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION slow();
+SELECT count(*) AS before FROM messages \gset
+\set SHOW_CONTEXT never
+SET statement_timeout = '200ms';
+INSERT INTO messages (org_id, tokens_used) VALUES (1, 1);
+RESET statement_timeout;
+\set SHOW_CONTEXT errors
+SELECT count(*) - :before AS inserted FROM messages;
+DROP TRIGGER slow ON messages;
+DROP FUNCTION slow();
+DROP TRIGGER bill_each ON messages;
+
 SELECT msgbilling.backlog();
 SELECT check_name, ok FROM msgbilling.verify();
 DROP TABLE other;

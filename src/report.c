@@ -232,7 +232,7 @@ guards_offenders_sql(const MbConfig *cfg)
 					" FROM pg_catalog.unnest(ARRAY['%s', '%s', '%s']) g(name)"
 					" LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = %u"
 					" AND t.tgname = g.name"
-					" WHERE t.oid IS NULL OR t.tgenabled = 'D'"
+					" WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')"
 					" UNION ALL SELECT 'the guards were off at ' || o.at"
 					" FROM (SELECT pg_catalog.to_jsonb(c) OPERATOR(pg_catalog.->>)"
 					" 'guards_off_since' AS at FROM msgbilling.config c) o"

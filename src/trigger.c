@@ -103,15 +103,15 @@ bill_inserted(TriggerData *td)
 }
 
 /*
- * Whether an error must abort the INSERT after all: a cancel, a timeout
- * (statement_timeout, lock_timeout), a shutdown.  The session asked for
- * those to stop what it runs, and a warning would let the INSERT go on.
+ * Whether an error must abort the INSERT after all: a cancel (by the user
+ * or statement_timeout), a shutdown, a terminated backend.  Those were
+ * asked for to stop what the session runs, and a warning would let the
+ * INSERT go on.
  */
 static bool
 stops_the_insert(int sqlerrcode)
 {
-	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION;
 }
 
 /*

@@ -27,7 +27,7 @@ PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text null_org \
 	table_owner \
 	refund_retry report drain trigger privileges hostile search_path \
-	create_conflict
+	create_conflict upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
 ISOLATION = concurrent_billers drain_vs_app max_messages retry_vs_biller \
 	idempotent_topup refund_races trigger_vs_drain stranded_failures

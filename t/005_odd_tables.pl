@@ -1,0 +1,143 @@
+# The billing worker over what #19 found on real clusters: a message
+# without an org (1.0 crashed the server at every look, 108 times in 30 s),
+# and a table owner, no superuser, whose trigger tries to become one when
+# the worker bills its table.  The server must not restart, the other
+# orgs must be billed, and the owner must stay what it was.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('odd');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'msgbilling'
+msgbilling.database = 'postgres'
+msgbilling.naptime = '200ms'
+restart_after_crash = on
+});
+$node->start;
+
+sub sql
+{
+	my ($query) = @_;
+	return $node->safe_psql('postgres', $query);
+}
+
+my $started = sql('SELECT pg_postmaster_start_time()');
+my $worker = sql(
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'msgbilling worker'");
+
+# The guide's shape: uuid orgs without NOT NULL; the table belongs to the
+# app's migration role, whose trigger tries to make it a superuser.
+sql(q{
+CREATE EXTENSION msgbilling;
+CREATE ROLE app_owner LOGIN;
+GRANT CREATE ON SCHEMA public TO app_owner;
+SET ROLE app_owner;
+CREATE TABLE messages (
+    id bigserial PRIMARY KEY,
+    org_id uuid,
+    tokens_used integer,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE escalations (run_as text, outcome text);
+CREATE FUNCTION escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    outcome text := 'succeeded';
+BEGIN
+    BEGIN
+        EXECUTE 'ALTER ROLE app_owner SUPERUSER';
+    EXCEPTION WHEN OTHERS THEN
+        outcome := SQLSTATE;
+    END;
+    INSERT INTO public.escalations VALUES (current_user, outcome);
+    RETURN NEW;
+END;
+$$;
+RESET ROLE;
+SELECT msgbilling.attach('messages', created_column => 'created_at');
+SET ROLE app_owner;
+CREATE TRIGGER escalate AFTER UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION escalate();
+RESET ROLE;
+SELECT msgbilling.set_price(NULL, 0.001);
+SELECT msgbilling.top_up('aaaaaaaa-0000-0000-0000-000000000000', 100);
+SELECT msgbilling.top_up('bbbbbbbb-0000-0000-0000-000000000000', 100);
+});
+
+# One committed message without an org among the others, then more of
+# both kinds while the worker runs for a while.
+sql(q{
+SET ROLE app_owner;
+INSERT INTO messages (org_id, tokens_used) VALUES
+    ('aaaaaaaa-0000-0000-0000-000000000000', 100),
+    (NULL, 100),
+    ('bbbbbbbb-0000-0000-0000-000000000000', 100);
+});
+for my $round (1 .. 10)
+{
+	sql(q{
+SET ROLE app_owner;
+INSERT INTO messages (org_id, tokens_used)
+SELECT CASE WHEN i % 3 = 0 THEN NULL
+            WHEN i % 3 = 1 THEN 'aaaaaaaa-0000-0000-0000-000000000000'::uuid
+            ELSE 'bbbbbbbb-0000-0000-0000-000000000000'::uuid END, 10
+  FROM generate_series(1, 30) i;
+});
+	usleep(300_000);
+}
+$node->poll_query_until('postgres', 'SELECT msgbilling.backlog() = 0')
+  or die 'the worker did not bill the backlog';
+
+is(sql('SELECT pg_postmaster_start_time()'), $started,
+	'the server never restarted');
+is( sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'msgbilling worker'"),
+	$worker, 'the worker is the one that started: it never crashed');
+is(sql(q{SELECT count(*) FROM messages WHERE org_id IS NULL
+          AND billing_status = 'failed' AND billing_error = 'no_org'}),
+	'101', 'every message without an org failed with no_org');
+is(sql(q{SELECT count(*) FROM messages WHERE org_id IS NOT NULL
+          AND billing_status = 'charged'}),
+	'202', 'every message of the two orgs was charged');
+is( sql(q{SELECT string_agg(check_name, ', ') FROM msgbilling.verify() WHERE NOT ok}),
+	'', 'verify() is clean');
+unlike(slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated/,
+	'no backend died');
+
+# The owner's trigger ran, as the owner, at every message the worker
+# billed, and was refused each time it tried to escalate.
+is(sql(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'app_owner'}),
+	'f', 'the table owner is no superuser');
+is(sql(q{SELECT run_as || ' ' || outcome || ' ' || count(*)
+           FROM escalations GROUP BY run_as, outcome}),
+	'app_owner 42501 303',
+	'its trigger ran as the owner for every billed message, refused each time');
+
+# The same through the app's own trigger, by the app's role: an INSERT of
+# a message without an org goes through, and is failed at once.
+sql(q{
+CREATE ROLE app LOGIN;
+GRANT INSERT, SELECT ON messages TO app;
+GRANT USAGE ON SEQUENCE messages_id_seq TO app;
+CREATE TRIGGER bill_each AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();
+});
+sql(q{
+SET ROLE app;
+INSERT INTO messages (org_id, tokens_used) VALUES (NULL, 1);
+});
+is( sql(q{SELECT billing_status || ' ' || billing_error FROM messages
+           ORDER BY id DESC LIMIT 1}),
+	'failed no_org', "the app's INSERT of an org-less message went through, failed");
+is(sql('SELECT pg_postmaster_start_time()'), $started,
+	'the server still never restarted');
+is(sql(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'app_owner'}),
+	'f', 'and the owner is still no superuser');
+
+$node->stop;
+done_testing();

@@ -230,10 +230,11 @@ BEGIN
         RETURN;
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('%s %s', g.name,
-               CASE WHEN t.oid IS NULL THEN 'is missing' ELSE 'is disabled' END), ', ')
+               CASE WHEN t.oid IS NULL THEN 'is missing' ELSE 'is disabled' END),
+               ', ' ORDER BY g.n)
       INTO off
       FROM pg_catalog.unnest(ARRAY['msgbilling_guard_insert', 'msgbilling_guard_update',
-                                   'msgbilling_guard_org']) g(name)
+                                   'msgbilling_guard_org']) WITH ORDINALITY g(name, n)
       LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = rel AND t.tgname = g.name
      WHERE t.tgenabled IN ('D', 'R') OR (t.oid IS NULL AND TG_TAG = 'ALTER TRIGGER');
     IF off IS NULL THEN

@@ -94,6 +94,39 @@ SET ROLE regress_mb_owner;
 DROP TRIGGER log_update ON messages;
 RESET ROLE;
 
+-- The guards let billing's own write through, not what the owner's code
+-- does inside it: a trigger that, as billing charges a message, marks the
+-- org's other pending messages legacy (never to be billed) is refused.
+SET ROLE regress_mb_owner;
+CREATE FUNCTION hide_others() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        UPDATE public.messages SET billing_status = 'legacy'
+         WHERE billing_status = 'pending' AND id <> NEW.id;
+        INSERT INTO public.trigger_log VALUES ('hide_others', current_user, 'succeeded');
+    EXCEPTION WHEN OTHERS THEN
+        INSERT INTO public.trigger_log VALUES ('hide_others', current_user, SQLSTATE);
+    END;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER hide_others AFTER UPDATE OF billing_status ON messages
+    FOR EACH ROW WHEN (NEW.billing_status = 'charged') EXECUTE FUNCTION hide_others();
+RESET ROLE;
+ALTER TABLE messages DISABLE ROW LEVEL SECURITY;
+INSERT INTO messages VALUES (11, 2, 1), (12, 2, 1);
+ALTER TABLE messages ENABLE ROW LEVEL SECURITY;
+SELECT msgbilling.process_message_billing(11);
+SELECT at_status, escalation FROM trigger_log WHERE at_status = 'hide_others';
+ALTER TABLE messages DISABLE ROW LEVEL SECURITY;
+SELECT id, billing_status FROM messages WHERE id IN (11, 12) ORDER BY id;
+DELETE FROM messages WHERE id = 12;
+ALTER TABLE messages ENABLE ROW LEVEL SECURITY;
+SET ROLE regress_mb_owner;
+DROP TRIGGER hide_others ON messages;
+DROP FUNCTION hide_others();
+RESET ROLE;
+
 -- A setting the owner's code changes during billing does not outlive the
 -- billing call (owner.c undoes it for the worker, which has no function's
 -- SET clause to do it).

@@ -341,11 +341,12 @@ exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 {
 	int			ret;
 	MbOwnerSwitch sw;
+	int			guard;
 
 	mb_yield_point();
 	if (OidIsValid(owner_of))
 		mb_owner_enter(owner_of, &sw);
-	mb_writing++;
+	guard = mb_guard_begin();
 	PG_TRY();
 	{
 		if (plan && dest)
@@ -365,13 +366,13 @@ exec_guarded(SPIPlanPtr plan, const char *sql, int nargs, Oid *argtypes,
 	}
 	PG_CATCH();
 	{
-		mb_writing--;
+		mb_guard_end(guard);
 		if (OidIsValid(owner_of))
 			mb_owner_leave(&sw, false);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	mb_writing--;
+	mb_guard_end(guard);
 	if (OidIsValid(owner_of))
 		mb_owner_leave(&sw, true);
 

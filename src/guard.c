@@ -10,10 +10,17 @@
  * BEFORE UPDATE OF the org column of a charged or refunded message, whose
  * org is its ledger entry's.  The
  * extension script puts BEFORE UPDATE/DELETE/TRUNCATE triggers on the
- * ledger.  msgbilling's own statements run with mb_writing raised (see
- * mb_exec_plan), which lets them through; so does msgbilling.repair, a
- * superuser-only setting for repairing data by hand, as long as the status
- * it writes is one msgbilling knows.
+ * ledger.  msgbilling's own statements get through (see mb_exec_plan);
+ * so does msgbilling.repair, a superuser-only setting for repairing data by
+ * hand, as long as the status it writes is one msgbilling knows.
+ *
+ * Only msgbilling's own statement gets through, not one that code of the
+ * table's owner runs inside it (a trigger of the table that updates other
+ * messages): msgbilling notes the executor depth its statement runs at
+ * (mb_write_depth), and the guard lets a row through only at that depth.
+ * The depth is counted around ExecutorRun, where BEFORE triggers fire, and
+ * ExecutorFinish, where AFTER triggers fire, as pg_stat_statements counts
+ * its nesting level.
  *
  * The known statuses are checked here, not by a CHECK constraint: the
  * executor deserialises and plans a CHECK's expression at the start of
@@ -24,6 +31,7 @@
 
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -35,7 +43,90 @@ PG_FUNCTION_INFO_V1(guard_messages);
 PG_FUNCTION_INFO_V1(guard_ledger);
 
 bool		mb_repair = false;
-int			mb_writing = 0;
+int			mb_write_depth = -1;
+
+/* How many ExecutorRun and ExecutorFinish calls are running. */
+static int	exec_depth = 0;
+static ExecutorRun_hook_type prev_run = NULL;
+static ExecutorFinish_hook_type prev_finish = NULL;
+
+#if PG_VERSION_NUM >= 180000
+static void
+count_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count)
+#else
+static void
+count_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
+		  bool execute_once)
+#endif
+{
+	exec_depth++;
+	PG_TRY();
+	{
+#if PG_VERSION_NUM >= 180000
+		if (prev_run)
+			prev_run(queryDesc, direction, count);
+		else
+			standard_ExecutorRun(queryDesc, direction, count);
+#else
+		if (prev_run)
+			prev_run(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+#endif
+	}
+	PG_FINALLY();
+	{
+		exec_depth--;
+	}
+	PG_END_TRY();
+}
+
+static void
+count_finish(QueryDesc *queryDesc)
+{
+	exec_depth++;
+	PG_TRY();
+	{
+		if (prev_finish)
+			prev_finish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		exec_depth--;
+	}
+	PG_END_TRY();
+}
+
+/* Count the executor's depth from now on (_PG_init). */
+void
+mb_guard_init(void)
+{
+	prev_run = ExecutorRun_hook;
+	ExecutorRun_hook = count_run;
+	prev_finish = ExecutorFinish_hook;
+	ExecutorFinish_hook = count_finish;
+}
+
+/*
+ * Let the guards pass msgbilling's next statement, which runs one level
+ * below the current one; returns what mb_guard_end restores.
+ */
+int
+mb_guard_begin(void)
+{
+	int			saved = mb_write_depth;
+
+	mb_write_depth = exec_depth + 1;
+	return saved;
+}
+
+void
+mb_guard_end(int saved)
+{
+	mb_write_depth = saved;
+}
 
 /* The row an INSERT or UPDATE writes (the row a DELETE removes). */
 static HeapTuple
@@ -187,7 +278,7 @@ guard_messages(PG_FUNCTION_ARGS)
 	char	   *rel;
 
 	/* billing's own writes come here once per row: pass them at once */
-	if (mb_writing > 0)
+	if (mb_write_depth == exec_depth)
 		return pass(td);
 	if (mb_repair)
 		return pass_repair(fcinfo, td);

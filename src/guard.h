@@ -14,6 +14,10 @@
 #define MB_GUARD_ORG_TRIGGER "msgbilling_guard_org"
 
 extern bool mb_repair;
-extern int	mb_writing;
+extern int	mb_write_depth;
+
+extern void mb_guard_init(void);
+extern int	mb_guard_begin(void);
+extern void mb_guard_end(int saved);
 
 #endif							/* MB_GUARD_H */

@@ -152,6 +152,8 @@ _PG_init(void)
 							 &mb_repair, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
+	mb_guard_init();
+
 	/* PGC_POSTMASTER settings can only be defined at server start */
 	if (process_shared_preload_libraries_in_progress)
 		define_worker_gucs();

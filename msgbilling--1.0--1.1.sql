@@ -229,13 +229,16 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    SELECT pg_catalog.string_agg(pg_catalog.format('%s %s', g.name,
+    -- on the table and on each of its partitions, which have clones
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s of %s %s', g.name, r.rel::regclass,
                CASE WHEN t.oid IS NULL THEN 'is missing' ELSE 'is disabled' END),
-               ', ' ORDER BY g.n)
+               ', ' ORDER BY r.rel::regclass::text, g.n)
       INTO off
-      FROM pg_catalog.unnest(ARRAY['msgbilling_guard_insert', 'msgbilling_guard_update',
-                                   'msgbilling_guard_org']) WITH ORDINALITY g(name, n)
-      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = rel AND t.tgname = g.name
+      FROM (SELECT rel::pg_catalog.oid
+            UNION SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p) r(rel)
+     CROSS JOIN pg_catalog.unnest(ARRAY['msgbilling_guard_insert', 'msgbilling_guard_update',
+                                        'msgbilling_guard_org']) WITH ORDINALITY g(name, n)
+      LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.rel AND t.tgname = g.name
      WHERE t.tgenabled IN ('D', 'R') OR (t.oid IS NULL AND TG_TAG = 'ALTER TRIGGER');
     IF off IS NULL THEN
         RETURN;
@@ -252,6 +255,76 @@ REVOKE ALL ON FUNCTION msgbilling._watch_guards() FROM PUBLIC;
 CREATE EVENT TRIGGER msgbilling_watch_guards ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER')
     EXECUTE FUNCTION msgbilling._watch_guards();
+
+-------------------------------------------------------------------------------
+-- Partitioned messages tables
+-------------------------------------------------------------------------------
+
+DROP FUNCTION msgbilling._primary_key(regclass);
+
+-- The message key of rel, and its type.  A one-column primary key is it.
+-- A partitioned table's primary key holds its partition keys (PostgreSQL
+-- requires it), as in PRIMARY KEY (id, created_at) of monthly partitions:
+-- the key is then the one primary key column that is no partition key, at
+-- any level.  Billing identifies a message by it, so it must be unique by
+-- itself (a sequence or a uuid makes it so).
+CREATE FUNCTION msgbilling._primary_key(rel regclass, OUT col name,
+                                        OUT typ regtype)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pk smallint[];
+    parts name[];
+    rest smallint[];
+BEGIN
+    SELECT c.conkey INTO pk FROM pg_catalog.pg_constraint c
+     WHERE c.conrelid = rel AND c.contype = 'p';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % has no primary key', rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'msgbilling identifies each message by its primary key.',
+                  HINT = 'Add a primary key of type bigint, integer or uuid.';
+    END IF;
+    -- the partition key columns of rel and of every partitioned table below
+    -- it, by name (a partition's column numbers may differ from rel's)
+    WITH RECURSIVE tree(relid) AS (
+        SELECT rel::pg_catalog.oid
+        UNION ALL
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+    SELECT pg_catalog.array_agg(DISTINCT a.attname) INTO parts
+      FROM tree t
+      JOIN pg_catalog.pg_partitioned_table p ON p.partrelid = t.relid
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = t.relid
+       AND a.attnum = ANY (p.partattrs::smallint[]);
+    SELECT pg_catalog.array_agg(a.attnum ORDER BY a.attnum) INTO rest
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = rel AND a.attnum = ANY (pk)
+       AND a.attname <> ALL (COALESCE(parts, '{}'));
+    IF pg_catalog.cardinality(pk) = 1 THEN
+        rest := pk;
+    END IF;
+    IF pg_catalog.cardinality(rest) IS DISTINCT FROM 1 THEN
+        RAISE EXCEPTION 'the primary key of table % has no single message key', rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = pg_catalog.format('Its primary key is (%s)%s.',
+                               (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', '
+                                                             ORDER BY pg_catalog.array_position(pk, a.attnum))
+                                  FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = rel AND a.attnum = ANY (pk)),
+                               CASE WHEN parts IS NULL THEN ', and the table is not partitioned'
+                                    ELSE pg_catalog.format(', with %s columns that are no partition key',
+                                                           COALESCE(pg_catalog.cardinality(rest), 0)) END),
+                  HINT = 'msgbilling needs a one-column primary key, or, on a partitioned table, a primary key of one id column and the partition key columns, e.g. PRIMARY KEY (id, created_at).';
+    END IF;
+    SELECT a.attname, a.atttypid::regtype INTO col, typ
+      FROM pg_catalog.pg_attribute a WHERE a.attrelid = rel AND a.attnum = rest[1];
+    PERFORM msgbilling._column_type(rel, col, 'key',
+                                    '{bigint,integer,uuid}'::regtype[]);
+END;
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling._primary_key(regclass) FROM PUBLIC;
 
 -------------------------------------------------------------------------------
 -- Done replacing functions

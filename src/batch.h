@@ -48,7 +48,8 @@ typedef enum RowOutcome
 /* One claimed message and what was decided for it. */
 typedef struct BatchRow
 {
-	ItemPointerData tid;		/* where the locked row is */
+	ItemPointerData tid;		/* where the locked row is, */
+	Oid			rel;			/* in this table or partition */
 	Datum		key;
 	bool		tokens_null;
 	int64		tokens;			/* the column is an integer type */

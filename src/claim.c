@@ -213,7 +213,7 @@ older_than_given_sql(const MbConfig *cfg)
 static char *
 claim_sql(const MbConfig *cfg, MbClaimMode mode)
 {
-	const char *cols = psprintf("m.ctid AS tid, m.%s AS k, m.%s AS o,"
+	const char *cols = psprintf("m.ctid AS tid, m.tableoid AS rel, m.%s AS k, m.%s AS o,"
 								" m.%s AS t, %s AS md, %s AS cr, %s AS req",
 								cfg->key_col, cfg->org_col, cfg->tokens_col,
 								model_expr(cfg), created_expr(cfg),
@@ -230,7 +230,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 					" AND m.%s IN (SELECT pg_catalog.unnest($3))"
 					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
 					" c AS (SELECT * FROM p UNION ALL SELECT * FROM f)"
-					" SELECT c.tid, c.k, c.t::pg_catalog.int8,"
+					" SELECT c.tid, c.rel, c.k, c.t::pg_catalog.int8,"
 					" c.md::pg_catalog.text, %s,"
 					" c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
 					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
@@ -254,7 +254,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 static char *
 run_claim_sql(const MbConfig *cfg)
 {
-	return psprintf("SELECT r.tid, r.k, r.t::pg_catalog.int8,"
+	return psprintf("SELECT r.tid, r.rel, r.k, r.t::pg_catalog.int8,"
 					" r.md::pg_catalog.text, %s, r.cr,"
 					" u.ix, true, s.held, s.missing, w.lim"
 					" FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(o, ix)"
@@ -264,7 +264,8 @@ run_claim_sql(const MbConfig *cfg)
 					" CROSS JOIN LATERAL (SELECT w.lim IS NOT NULL AS held,"
 					" w.lim IS NULL AND NOT EXISTS (SELECT 1 FROM msgbilling.credits c"
 					" WHERE c.org_id = u.o) AS missing) s"
-					" LEFT JOIN LATERAL (SELECT m.ctid AS tid, m.%s AS k, m.%s AS t,"
+					" LEFT JOIN LATERAL (SELECT m.ctid AS tid, m.tableoid AS rel,"
+					" m.%s AS k, m.%s AS t,"
 					" %s AS md, %s AS cr FROM %s m"
 					" WHERE m.%s = u.o AND m.billing_status = 'pending'"
 					" AND (s.held OR s.missing)"
@@ -538,7 +539,8 @@ lock_wallets(Batch *b)
 
 /*
  * The claims' rows go straight into the batch, one at a time, with no
- * SPI_tuptable in between (mb_exec_plan_to).  Columns: ctid, key, tokens,
+ * SPI_tuptable in between (mb_exec_plan_to).  Columns: ctid, the table
+ * (a partition, in a partitioned table) the row is in, key, tokens,
  * model, creation time (as timestamptz, then in its own type), the org's
  * ordinal in the org array, whether the message was asked for; a run's
  * claim adds its org's wallet: held, missing and spending limit.
@@ -560,7 +562,7 @@ typedef struct ClaimReceiver
 
 enum
 {
-	CL_TID, CL_KEY, CL_TOKENS, CL_MODEL, CL_CREATED, CL_CREATED_RAW, CL_IX,
+	CL_TID, CL_REL, CL_KEY, CL_TOKENS, CL_MODEL, CL_CREATED, CL_CREATED_RAW, CL_IX,
 	CL_REQUESTED, CL_HELD, CL_MISSING, CL_LIMIT
 };
 
@@ -597,6 +599,7 @@ add_row(ClaimReceiver *cr, const Datum *v, const bool *isnull, BatchOrg *o)
 	r = &b->rows[b->nrows];
 	memset(r, 0, sizeof(BatchRow));
 	r->tid = *(ItemPointer) DatumGetPointer(v[CL_TID]);
+	r->rel = DatumGetObjectId(v[CL_REL]);
 	r->key = datumCopy(v[CL_KEY], cr->key_byval, cr->key_len);
 	r->tokens_null = isnull[CL_TOKENS];
 	r->tokens = r->tokens_null ? 0 : DatumGetInt64(v[CL_TOKENS]);

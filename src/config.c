@@ -31,6 +31,21 @@ static MbConfig *cached = NULL;
 static SPIPlanPtr config_plan = NULL;
 static SPIPlanPtr plans[MB_NUM_STMTS];
 
+/*
+ * Statements kept for the partitions of a partitioned table: the writes
+ * address a partition's rows by ctid, in that partition (mb_plan_for).
+ * Few: a batch's messages are recent, in one partition or two.
+ */
+typedef struct PartitionPlan
+{
+	MbStmt		id;
+	Oid			relid;
+	char	   *relname;		/* as the statement names it */
+	SPIPlanPtr	plan;
+} PartitionPlan;
+
+static List *partition_plans = NIL;	/* in config_cxt */
+
 #define CONFIG_SQL \
 	"SELECT messages::pg_catalog.oid, key_column, org_column, tokens_column," \
 	" model_column, created_column FROM msgbilling.config"
@@ -210,12 +225,18 @@ forget_plans(void)
 {
 	int			i;
 
+	ListCell   *lc;
+
 	for (i = 0; i < MB_NUM_STMTS; i++)
 	{
 		if (plans[i])
 			SPI_freeplan(plans[i]);
 		plans[i] = NULL;
 	}
+	foreach(lc, partition_plans)
+		SPI_freeplan(((PartitionPlan *) lfirst(lc))->plan);
+	/* the list itself goes with config_cxt's reset */
+	partition_plans = NIL;
 }
 
 /* Keep a copy of cfg in our own context for the life of the backend. */
@@ -278,6 +299,66 @@ mb_config(void)
 	return cached;
 }
 
+/*
+ * Prepare and keep a statement; generic plans from the first execution:
+ * the batch statements' costs hang on array and limit parameters, and
+ * custom plans for 10,000-element arrays chose a hash join over the whole
+ * messages table where a nested loop by ctid touches only the batch.
+ */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * The kept plan for statement id on table or partition relid: build's SQL
+ * with relid's name for the attached table's.  A renamed partition gets
+ * its statement anew.
+ */
+SPIPlanPtr
+mb_plan_for(MbStmt id, Oid relid, MbSqlBuilder build, int nargs,
+			Oid *argtypes)
+{
+	ListCell   *lc;
+	char	   *relname;
+	MbConfig	part;
+	PartitionPlan *p;
+	SPIPlanPtr	plan;
+	MemoryContext old;
+
+	if (relid == cached->relid)
+		return mb_plan(id, build, nargs, argtypes);
+	relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										 get_rel_name(relid));
+	foreach(lc, partition_plans)
+	{
+		p = lfirst(lc);
+		if (p->id == id && p->relid == relid && strcmp(p->relname, relname) == 0)
+			return p->plan;
+	}
+	part = *cached;
+	part.relname = relname;
+	plan = prepare_kept(build(&part), nargs, argtypes);
+	/* after the SPI call, which leaves SPI's own context current */
+	old = MemoryContextSwitchTo(config_cxt);
+	p = palloc(sizeof(PartitionPlan));
+	p->id = id;
+	p->relid = relid;
+	p->relname = pstrdup(relname);
+	p->plan = plan;
+	partition_plans = lappend(partition_plans, p);
+	MemoryContextSwitchTo(old);
+	return plan;
+}
+
 /* The kept plan for statement id, prepared on first use. */
 SPIPlanPtr
 mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
@@ -286,20 +367,7 @@ mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)
 	{
 		char	   *sql = build(cached);
 
-		/*
-		 * Generic plans from the first execution: the batch statements'
-		 * costs hang on array and limit parameters, and custom plans for
-		 * 10,000-element arrays chose a hash join over the whole messages
-		 * table where a nested loop by ctid touches only the batch.
-		 */
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
-											  CURSOR_OPT_GENERIC_PLAN);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-				 sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		plans[id] = plan;
+		plans[id] = prepare_kept(sql, nargs, argtypes);
 		pfree(sql);
 	}
 	return plans[id];
@@ -388,13 +456,15 @@ mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
 				 InvalidOid);
 }
 
-/* The same for a write of the attached table: as its owner (owner.c). */
+/*
+ * The same for a write of the attached table, or of its partition relid:
+ * as its owner (owner.c).
+ */
 void
-mb_exec_plan_as_owner(const MbConfig *cfg, SPIPlanPtr plan, Datum *values,
+mb_exec_plan_as_owner(Oid relid, SPIPlanPtr plan, Datum *values,
 					  const char *nulls, int expected)
 {
-	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected, NULL,
-				 cfg->relid);
+	exec_guarded(plan, NULL, 0, NULL, values, nulls, expected, NULL, relid);
 }
 
 /*

@@ -65,7 +65,9 @@ extern void mb_exec_plan_to(SPIPlanPtr plan, Datum *values, const char *nulls,
 							DestReceiver *dest);
 extern void mb_exec_sql(const char *sql, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls, int expected);
-extern void mb_exec_plan_as_owner(const MbConfig *cfg, SPIPlanPtr plan,
+extern SPIPlanPtr mb_plan_for(MbStmt id, Oid relid, MbSqlBuilder build,
+							  int nargs, Oid *argtypes);
+extern void mb_exec_plan_as_owner(Oid relid, SPIPlanPtr plan,
 								  Datum *values, const char *nulls,
 								  int expected);
 extern void mb_exec_sql_as_owner(const MbConfig *cfg, const char *sql,

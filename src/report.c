@@ -217,7 +217,8 @@ append_check(StringInfo sql, const char *name, const char *what,
 }
 
 /*
- * The guard triggers that are missing or disabled now, and the time the
+ * The guard triggers that are missing or disabled now, on the attached
+ * table or any of its partitions (each has its own clones), and the time the
  * guards were found off by the event trigger that watches them
  * (msgbilling._watch_guards), until a superuser clears it.  A table's
  * owner can disable the guards, and with them off change billing columns
@@ -227,18 +228,20 @@ append_check(StringInfo sql, const char *name, const char *what,
 static char *
 guards_offenders_sql(const MbConfig *cfg)
 {
-	return psprintf("SELECT 'trigger ' || g.name || CASE WHEN t.oid IS NULL"
-					" THEN ' is missing' ELSE ' is disabled' END"
-					" FROM pg_catalog.unnest(ARRAY['%s', '%s', '%s']) g(name)"
-					" LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = %u"
+	return psprintf("SELECT 'trigger ' || g.name || ' of ' || r.rel::pg_catalog.regclass"
+					" || CASE WHEN t.oid IS NULL THEN ' is missing' ELSE ' is disabled' END"
+					" FROM (SELECT %u::pg_catalog.oid UNION SELECT p.relid"
+					" FROM pg_catalog.pg_partition_tree(%u) p) r(rel)"
+					" CROSS JOIN pg_catalog.unnest(ARRAY['%s', '%s', '%s']) g(name)"
+					" LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.rel"
 					" AND t.tgname = g.name"
 					" WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')"
 					" UNION ALL SELECT 'the guards were off at ' || o.at"
 					" FROM (SELECT pg_catalog.to_jsonb(c) OPERATOR(pg_catalog.->>)"
 					" 'guards_off_since' AS at FROM msgbilling.config c) o"
 					" WHERE o.at IS NOT NULL",
-					MB_GUARD_INSERT_TRIGGER, MB_GUARD_UPDATE_TRIGGER,
-					MB_GUARD_ORG_TRIGGER, cfg->relid);
+					cfg->relid, cfg->relid, MB_GUARD_INSERT_TRIGGER,
+					MB_GUARD_UPDATE_TRIGGER, MB_GUARD_ORG_TRIGGER);
 }
 
 /*

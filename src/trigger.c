@@ -15,6 +15,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/partition.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -30,20 +31,27 @@
 
 PG_FUNCTION_INFO_V1(bill_on_insert);
 
-/* The key column's number in the trigger's table, checked against config. */
+/*
+ * The key column's number in the trigger's table: the attached table, or
+ * one of its partitions (a row trigger of a partitioned table fires on the
+ * partition, whose column numbers may differ).
+ */
 static AttrNumber
 key_attnum(const MbConfig *cfg, TriggerData *td)
 {
 	Oid			relid = RelationGetRelid(td->tg_relation);
 
-	if (relid != cfg->relid)
+	if (relid == cfg->relid)
+		return cfg->key_attnum;
+	if (!get_rel_relispartition(relid) ||
+		!list_member_oid(get_partition_ancestors(relid), cfg->relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table %s is not the table attached to msgbilling",
 						get_rel_name(relid)),
 				 errhint("Put msgbilling.bill_on_insert() on %s.",
 						 cfg->relname)));
-	return cfg->key_attnum;
+	return get_attnum(relid, get_attname(cfg->relid, cfg->key_attnum, false));
 }
 
 /* The keys of the rows of the statement's transition table. */

@@ -12,6 +12,11 @@
  * ctid (a binary search of its sorted rows), through
  * msgbilling._decided_cost(), _decided_ledger_id() and _decided_error(),
  * which answer only while one of these writes runs.
+ *
+ * In a partitioned table a ctid means something only in its partition: a
+ * write of the parent by ctid would update the rows at those places in
+ * every partition.  There each partition's messages are a write of their
+ * own, an UPDATE of that partition.
  */
 #include "postgres.h"
 
@@ -29,21 +34,35 @@ PG_FUNCTION_INFO_V1(decided_cost);
 PG_FUNCTION_INFO_V1(decided_ledger_id);
 PG_FUNCTION_INFO_V1(decided_error);
 
-/* A decided message, by the place of its row: what the writes sort by. */
+/*
+ * A decided message, by the place of its row: what the writes sort by.
+ * In a partitioned table every partition has its own ctids: the place is
+ * in the row's partition, and each partition's rows are a write of their
+ * own, of that partition.
+ */
 typedef struct DecidedRow
 {
+	Oid			rel;			/* the table or partition */
 	uint64		place;			/* block number, then offset */
 	const BatchRow *row;
 } DecidedRow;
 
+static int
+decided_cmp(const DecidedRow *a, const DecidedRow *b)
+{
+	if (a->rel != b->rel)
+		return a->rel > b->rel ? 1 : -1;
+	return (a->place > b->place) - (a->place < b->place);
+}
+
 #define ST_SORT sort_decided
 #define ST_ELEMENT_TYPE DecidedRow
-#define ST_COMPARE(a, b) (((a)->place > (b)->place) - ((a)->place < (b)->place))
+#define ST_COMPARE(a, b) decided_cmp(a, b)
 #define ST_SCOPE static
 #define ST_DEFINE
 #include "lib/sort_template.h"
 
-/* The messages of one write, in ctid order. */
+/* The messages of one kind of write, by partition, in ctid order. */
 typedef struct DecidedRows
 {
 	int			n;
@@ -271,6 +290,7 @@ collect_decisions(Batch *b, DecidedRows *charged, DecidedRows *failed,
 			if (!count_decision(r, totals))
 				continue;
 			r->ledger_id = o->ledger_id;
+			decided[n].rel = r->rel;
 			decided[n].place = tid_place(&r->tid);
 			decided[n++].row = r;
 		}
@@ -291,13 +311,13 @@ collect_decisions(Batch *b, DecidedRows *charged, DecidedRows *failed,
 }
 
 /*
- * Run one write over rows, with them readable by ctid while it runs, and
- * check that it updated every one of them.  The rows are locked by the
- * claim, so they cannot have moved.
+ * Run one write over rows, all in table or partition relid, with them
+ * readable by ctid while it runs, and check that it updated every one of
+ * them.  The rows are locked by the claim, so they cannot have moved.
  */
 static void
-exec_write(const MbConfig *cfg, MbStmt id, MbSqlBuilder build,
-		   DecidedRows *rows, const char *what)
+exec_write_in(Oid relid, MbStmt id, MbSqlBuilder build, DecidedRows *rows,
+			  const char *what)
 {
 	Oid			argtypes[1] = {TIDARRAYOID};
 	Datum	   *tids = palloc(sizeof(Datum) * rows->n);
@@ -312,7 +332,7 @@ exec_write(const MbConfig *cfg, MbStmt id, MbSqlBuilder build,
 	writing = rows;
 	PG_TRY();
 	{
-		mb_exec_plan_as_owner(cfg, mb_plan(id, build, 1, argtypes),
+		mb_exec_plan_as_owner(relid, mb_plan_for(id, relid, build, 1, argtypes),
 							  &tid_array, NULL, SPI_OK_UPDATE);
 	}
 	PG_FINALLY();
@@ -323,6 +343,26 @@ exec_write(const MbConfig *cfg, MbStmt id, MbSqlBuilder build,
 	if (SPI_processed != (uint64) rows->n)
 		elog(ERROR, "updated %lu %s messages, expected %d",
 			 (unsigned long) SPI_processed, what, rows->n);
+}
+
+/* Run one write over rows, a statement for each partition they are in. */
+static void
+exec_write(MbStmt id, MbSqlBuilder build, DecidedRows *rows, const char *what)
+{
+	int			first = 0;
+
+	while (first < rows->n)
+	{
+		DecidedRows part;
+
+		part.rows = &rows->rows[first];
+		part.n = 1;
+		while (first + part.n < rows->n &&
+			   part.rows[part.n].rel == part.rows[0].rel)
+			part.n++;
+		exec_write_in(part.rows[0].rel, id, build, &part, what);
+		first += part.n;
+	}
 }
 
 /*
@@ -337,11 +377,10 @@ mb_write_messages(Batch *b, MbTotals *totals)
 
 	collect_decisions(b, &charged, &failed, totals);
 	if (charged.n > 0)
-		exec_write(b->cfg, MB_STMT_WRITE_CHARGED, write_charged_sql, &charged,
+		exec_write(MB_STMT_WRITE_CHARGED, write_charged_sql, &charged,
 				   "charged");
 	if (failed.n > 0)
-		exec_write(b->cfg, MB_STMT_WRITE_FAILED, write_failed_sql, &failed,
-				   "failed");
+		exec_write(MB_STMT_WRITE_FAILED, write_failed_sql, &failed, "failed");
 }
 
 /*
@@ -380,7 +419,7 @@ mb_fail_orgless(Batch *b, MbTotals *totals)
 						   2, argtypes);
 			break;
 	}
-	mb_exec_plan_as_owner(cfg, plan, values, nulls, SPI_OK_UPDATE);
+	mb_exec_plan_as_owner(cfg->relid, plan, values, nulls, SPI_OK_UPDATE);
 	n = (int64) SPI_processed;
 	totals->failed += n;
 	if (b->mode == MB_CLAIM_ALL)

@@ -327,6 +327,55 @@ $$;
 REVOKE ALL ON FUNCTION msgbilling._primary_key(regclass) FROM PUBLIC;
 
 -------------------------------------------------------------------------------
+-- Restores: wallets loaded before the configuration row
+-------------------------------------------------------------------------------
+
+DROP FUNCTION msgbilling._set_org_type(regtype);
+
+-- Give msgbilling's own org_id columns the type of the app's org ids.
+-- Wallets and ledger entries whose org ids are text (the type a fresh
+-- CREATE EXTENSION gives them) take the new type: a parallel pg_restore
+-- loads their data before or after the configuration row, whose trigger
+-- calls this.  Org ids of another type, or text that is no org id of the
+-- new type, are refused: one org id type per database.
+CREATE FUNCTION msgbilling._set_org_type(typ regtype)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tab text;
+    have regtype;
+BEGIN
+    FOREACH tab IN ARRAY ARRAY['credits', 'ledger'] LOOP
+        SELECT a.atttypid::regtype INTO have FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = pg_catalog.format('msgbilling.%I', tab)::regclass
+           AND a.attname = 'org_id';
+        CONTINUE WHEN have = typ;
+        IF have <> 'text'::regtype
+           AND (EXISTS (SELECT 1 FROM msgbilling.credits)
+                OR EXISTS (SELECT 1 FROM msgbilling.ledger)) THEN
+            RAISE EXCEPTION 'wallets exist with org ids of type %, not %', have, typ
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'msgbilling keeps one org id type per database.',
+                      HINT = 'Attach a table whose org column has the type the wallets use.';
+        END IF;
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER TABLE msgbilling.%I ALTER COLUMN org_id'
+                                      ' TYPE %s USING org_id::text::%s', tab, typ, typ);
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            RAISE EXCEPTION 'wallets exist with org ids that are not of type %', typ
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'msgbilling keeps one org id type per database: the wallets'' are text.',
+                      HINT = 'Attach a table whose org column has the type the wallets use.';
+        END;
+    END LOOP;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling._set_org_type(regtype) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
 -- Done replacing functions
 -------------------------------------------------------------------------------
 

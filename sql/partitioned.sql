@@ -181,6 +181,36 @@ CREATE TABLE messages (id text, org_id bigint, tokens_used integer,
 SELECT msgbilling.attach('messages');
 DROP TABLE messages;
 
+-------------------------------------------------------------------------------
+-- Org id types (what a parallel restore depends on)
+-------------------------------------------------------------------------------
+
+-- Wallets of text org ids take the type of a table attached later when
+-- every id is one of that type (a parallel pg_restore loads the wallets
+-- before or after the configuration row), and are refused otherwise.
+DROP EXTENSION msgbilling;
+DROP SCHEMA msgbilling;
+CREATE EXTENSION msgbilling;
+CREATE TABLE t_text (id bigint PRIMARY KEY, org_id text NOT NULL, tokens_used integer);
+CREATE TABLE t_big (id bigint PRIMARY KEY, org_id bigint NOT NULL, tokens_used integer);
+SET client_min_messages = warning;
+SELECT msgbilling.attach('t_text');
+SELECT msgbilling.top_up('acme', 1);
+SELECT msgbilling.detach('t_text');
+SELECT msgbilling.attach('t_big');
+SET msgbilling.repair = on;
+DELETE FROM msgbilling.ledger;
+DELETE FROM msgbilling.credits;
+RESET msgbilling.repair;
+SELECT msgbilling.attach('t_text');
+SELECT msgbilling.top_up('42', 1);
+SELECT msgbilling.detach('t_text');
+SELECT msgbilling.attach('t_big');
+RESET client_min_messages;
+SELECT org_id, pg_typeof(org_id), balance FROM msgbilling.credits;
+SELECT msgbilling.detach('t_big');
+DROP TABLE t_text, t_big;
+
 DROP FUNCTION wrong_costs();
 DROP EXTENSION msgbilling;
 DROP SCHEMA msgbilling;

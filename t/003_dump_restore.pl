@@ -110,5 +110,32 @@ is( sql('restored',
 is(sql('restored', 'SELECT bool_and(ok) FROM msgbilling.verify()'),
 	't', 'verify() is clean after billing in the restored database');
 
+# Parallel restores (-j 4, the usual way for a large database), of the
+# custom and the directory format: each database comes back attached, with
+# the same books, and bills.  The wallets' data may be loaded before the
+# configuration row that gives their org ids their type.
+my $dir = $node->basedir . '/app.dir';
+command_ok([ 'pg_dump', '-Fd', '-j', '2', '-d', $node->connstr('app'), '-f', $dir ],
+	'pg_dump -Fd -j 2');
+for my $case ([ 'par_custom', $dump ], [ 'par_dir', $dir ])
+{
+	my ($db, $from) = @$case;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	command_ok([ 'pg_restore', '-j', '4', '-d', $node->connstr($db), $from ],
+		"pg_restore -j 4 into $db");
+	is(sql($db, $state), $before, "$db: messages, wallets, ledger, prices and configuration");
+	is( sql($db,
+			"SELECT string_agg(format_type(atttypid, NULL), ',') FROM pg_attribute"
+			  . " WHERE attname = 'org_id' AND attrelid IN"
+			  . " ('msgbilling.credits'::regclass, 'msgbilling.ledger'::regclass)"),
+		'uuid,uuid', "$db: wallet and ledger org ids are uuid");
+	is(sql($db, 'SELECT bool_and(ok) FROM msgbilling.verify()'),
+		't', "$db: verify() is clean");
+	sql($db, "SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000002', 50)");
+	is( sql($db,
+			"SELECT charged > 0 FROM msgbilling.process_all_pending()"),
+		't', "$db: billing goes on");
+}
+
 $node->stop;
 done_testing();

@@ -25,7 +25,9 @@ AS $$
     SELECT $1::pg_catalog.text, p.proacl FROM pg_catalog.pg_proc p WHERE p.oid = $1
 $$;
 
-CREATE FUNCTION msgbilling._restore_grants(fn regprocedure)
+-- saved_as: the signature the grants were saved under, when the new
+-- function's differs (a new parameter).
+CREATE FUNCTION msgbilling._restore_grants(fn regprocedure, saved_as text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -33,11 +35,11 @@ AS $$
 DECLARE
     g record;
 BEGIN
-    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+    EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', fn);
     FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
                FROM msgbilling._saved_grants s, pg_catalog.aclexplode(s.acl) a
-              WHERE s.fn = _restore_grants.fn::pg_catalog.text LOOP
-        EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s',
+              WHERE s.fn = COALESCE(saved_as, _restore_grants.fn::pg_catalog.text) LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON ROUTINE %s TO %s%s',
             g.privilege_type, fn,
             CASE WHEN g.grantee = 0 THEN 'PUBLIC'
                  ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END,
@@ -376,9 +378,101 @@ $$;
 REVOKE ALL ON FUNCTION msgbilling._set_org_type(regtype) FROM PUBLIC;
 
 -------------------------------------------------------------------------------
+-- Poolers: pace and batch size as arguments, not only session settings
+-------------------------------------------------------------------------------
+
+-- Through PgBouncer in transaction mode a session setting (SET
+-- msgbilling.max_rate) stays with the server connection and paces the
+-- next client's billing; arguments hold for the call alone.
+SELECT msgbilling._save_grants('msgbilling.process_all_pending("any", bigint)');
+SELECT msgbilling._save_grants('msgbilling.drain(integer, "any")');
+DROP PROCEDURE msgbilling.drain(integer, "any");
+DROP FUNCTION msgbilling.process_all_pending("any", bigint);
+
+-- batch_size: messages per batch (default msgbilling.batch_size);
+-- max_rate: messages a second at most (default msgbilling.max_rate; 0, no
+-- limit).
+CREATE FUNCTION msgbilling.process_all_pending(org_id "any" DEFAULT NULL,
+                                               max_messages bigint DEFAULT NULL,
+                                               batch_size integer DEFAULT NULL,
+                                               max_rate integer DEFAULT NULL)
+RETURNS TABLE (charged bigint, failed bigint, skipped bigint, credits numeric)
+AS 'MODULE_PATHNAME', 'process_all_pending'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- A procedure so that it can commit after each batch; it cannot be
+-- SECURITY DEFINER (that forbids transaction control), so its caller needs
+-- the privileges billing needs.  max_rate as process_all_pending's.
+CREATE PROCEDURE msgbilling.drain(batch_size integer DEFAULT 10000,
+                                  org_id "any" DEFAULT NULL,
+                                  max_rate integer DEFAULT NULL)
+AS 'MODULE_PATHNAME', 'drain'
+LANGUAGE C;
+
+-- Billing moves money: only roles granted these may bill.
+SELECT msgbilling._restore_grants('msgbilling.process_all_pending("any", bigint, integer, integer)',
+                                  'msgbilling.process_all_pending("any",bigint)');
+SELECT msgbilling._restore_grants('msgbilling.drain(integer, "any", integer)',
+                                  'msgbilling.drain(integer,"any")');
+
+-- schedule() checks the new signatures.
+SELECT msgbilling._save_grants('msgbilling.schedule(text)');
+DROP FUNCTION msgbilling.schedule(text);
+
+-- Run CALL msgbilling.drain() on a cron schedule (default: every five
+-- minutes) as the pg_cron job "msgbilling-drain"; returns its job id.
+-- Scheduling again changes the schedule of the same job.
+CREATE FUNCTION msgbilling.schedule(schedule text DEFAULT '*/5 * * * *')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    job_id bigint;
+BEGIN
+    IF schedule IS NULL THEN
+        RAISE EXCEPTION 'schedule must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
+    END IF;
+    IF pg_catalog.btrim(schedule) = '' THEN
+        RAISE EXCEPTION 'schedule must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a cron expression, for example ''*/5 * * * *'' (every five minutes).';
+    END IF;
+
+    PERFORM msgbilling._require_cron(pg_catalog.format('SELECT cron.schedule_in_database(%L, %L, %L, %L)',
+                                     'msgbilling-drain', schedule,
+                                     'CALL msgbilling.drain()', pg_catalog.current_database()));
+
+    IF NOT (pg_catalog.has_function_privilege('msgbilling.drain(integer, "any", integer)', 'EXECUTE')
+            AND pg_catalog.has_function_privilege(
+                    'msgbilling.process_all_pending("any", bigint, integer, integer)', 'EXECUTE')) THEN
+        RAISE EXCEPTION 'role "%" may not run msgbilling.drain()', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'pg_cron runs the job as the role that schedules it, so every run would fail.',
+                  HINT = pg_catalog.format('GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any", integer) TO %1$I;'
+                                           ' GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint, integer, integer) TO %1$I;',
+                                           current_user);
+    END IF;
+
+    -- pg_cron upserts a named job by (name, user); an invalid cron
+    -- expression is pg_cron's error.
+    EXECUTE 'SELECT cron.schedule(job_name => $1, schedule => $2, command => $3)'
+       INTO job_id
+      USING 'msgbilling-drain'::text, schedule, 'CALL msgbilling.drain()'::text;
+    RETURN job_id;
+END;
+$$;
+
+-- A job bills every few minutes: only roles granted it may start it.
+SELECT msgbilling._restore_grants('msgbilling.schedule(text)');
+
+-------------------------------------------------------------------------------
 -- Done replacing functions
 -------------------------------------------------------------------------------
 
 DROP FUNCTION msgbilling._save_grants(regprocedure),
-    msgbilling._restore_grants(regprocedure);
+    msgbilling._restore_grants(regprocedure, text);
 DROP TABLE msgbilling._saved_grants;

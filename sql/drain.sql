@@ -130,6 +130,39 @@ SELECT clock_timestamp() - :'paced_from'::timestamptz >= interval '250 ms'
 SELECT billing_status, billing_error, count(*) FROM messages
  WHERE id > 4000 GROUP BY 1, 2;
 RESET msgbilling.max_rate;
+-- A pooled client (PgBouncer in transaction mode) cannot rely on a
+-- session setting: the pace and the batch size are arguments too, for the
+-- call alone.  drain(max_rate => 200) keeps the same pace; the setting
+-- stays as it was.
+INSERT INTO messages SELECT 4100 + i, md5('paced')::uuid, 1,
+       '2024-07-02'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 60) i;
+SELECT clock_timestamp() AS paced_from \gset
+CALL msgbilling.drain(max_rate => 200);
+SELECT clock_timestamp() - :'paced_from'::timestamptz >= interval '250 ms'
+       AS kept_to_its_rate;
+SHOW msgbilling.max_rate;
+INSERT INTO messages SELECT 4200 + i, md5('paced')::uuid, 1,
+       '2024-07-03'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 60) i;
+SELECT clock_timestamp() AS paced_from \gset
+SELECT failed FROM msgbilling.process_all_pending(max_rate => 200);
+SELECT clock_timestamp() - :'paced_from'::timestamptz >= interval '250 ms'
+       AS kept_to_its_rate;
+SHOW msgbilling.max_rate;
+-- batch_size: 10 messages of a funded org in batches of 4 are three
+-- charge entries
+INSERT INTO messages SELECT 4300 + i, :d::uuid, 1,
+       '2024-07-04'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 10) i;
+SELECT charged FROM msgbilling.process_all_pending(:d, batch_size => 4);
+SELECT message_count FROM msgbilling.ledger
+ WHERE kind = 'charge' AND org_id = :d ORDER BY id DESC LIMIT 3;
+-- out of range
+SELECT * FROM msgbilling.process_all_pending(batch_size => 0);
+SELECT * FROM msgbilling.process_all_pending(batch_size => 1000001);
+SELECT * FROM msgbilling.process_all_pending(max_rate => -1);
+CALL msgbilling.drain(max_rate => -1);
 -- The batches before the last commit without waiting for their WAL to
 -- reach disk; drain waits for all of them before it returns, as the
 -- session's synchronous_commit asks (t/004_crash.pl), and leaves that

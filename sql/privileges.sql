@@ -150,13 +150,13 @@ GRANT EXECUTE ON FUNCTION
     msgbilling.retry_failed("any"),
     msgbilling.process_message_billing("any"),
     msgbilling.process_batch_billing("any"),
-    msgbilling.process_all_pending("any", bigint)
+    msgbilling.process_all_pending("any", bigint, integer, integer)
     TO regress_mb_biller;
 SELECT has_function_privilege('regress_mb_biller',
-           'msgbilling.process_all_pending("any", bigint)', 'EXECUTE')
+           'msgbilling.process_all_pending("any", bigint, integer, integer)', 'EXECUTE')
            AS biller_may_bill,
        has_function_privilege('regress_mb_nobody',
-           'msgbilling.process_all_pending("any", bigint)', 'EXECUTE')
+           'msgbilling.process_all_pending("any", bigint, integer, integer)', 'EXECUTE')
            AS nobody_may_bill;
 
 SET ROLE regress_mb_biller;
@@ -187,13 +187,13 @@ SELECT id, org_id, billing_status, cost_credits, billing_error
 -- through process_all_pending (SECURITY DEFINER, search_path pinned), so
 -- its caller needs EXECUTE on both and no table privileges.
 INSERT INTO messages (id, org_id, tokens_used, model) VALUES (5, 2, 1000, 'm');
-GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO regress_mb_biller;
-REVOKE EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint)
+GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any", integer) TO regress_mb_biller;
+REVOKE EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint, integer, integer)
     FROM regress_mb_biller;
 SET ROLE regress_mb_biller;
 CALL msgbilling.drain();
 RESET ROLE;
-GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint)
+GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint, integer, integer)
     TO regress_mb_biller;
 SET ROLE regress_mb_biller;
 CALL msgbilling.drain();

@@ -18,12 +18,12 @@ CREATE ROLE regress_mb_biller;
 GRANT CREATE ON SCHEMA public TO regress_mb_owner;
 GRANT EXECUTE ON FUNCTION msgbilling.process_message_billing("any"),
     msgbilling.process_batch_billing("any"),
-    msgbilling.process_all_pending("any", bigint),
+    msgbilling.process_all_pending("any", bigint, integer, integer),
     msgbilling.refund("any", text), msgbilling.retry_failed("any"),
     msgbilling.top_up("any", numeric, text, text),
     msgbilling.set_price(text, numeric, timestamptz)
     TO regress_mb_biller;
-GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO regress_mb_biller;
+GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any", integer) TO regress_mb_biller;
 
 -- The owner's table: a trigger that records who runs it and tries to make
 -- its owner a superuser, and a policy under FORCE that hides every row.

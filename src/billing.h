@@ -39,6 +39,7 @@ extern int64 mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg,
 
 /* billing_api.c: one batch through process_all_pending (drain, worker) */
 extern int64 mb_drain_batch(Datum org, Oid org_type, bool org_null,
-							int64 limit, MbTotals *totals);
+							int64 limit, int32 max_rate, bool rate_null,
+							MbTotals *totals);
 
 #endif							/* MB_BILLING_H */

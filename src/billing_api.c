@@ -160,12 +160,13 @@ process_batch_billing(PG_FUNCTION_ARGS)
 }
 
 /*
- * Bill in batches of msgbilling.batch_size until max messages were claimed,
- * nothing is left, or a batch met an org that another session is billing
- * (its messages stay pending for that session or a later run).
+ * Bill in batches of batch_size until max messages were claimed, nothing
+ * is left, or a batch met an org that another session is billing (its
+ * messages stay pending for that session or a later run).
  */
 static void
-bill_pending(FunctionCallInfo fcinfo, int64 max, MbTotals *t)
+bill_pending(FunctionCallInfo fcinfo, int64 max, int64 batch_size,
+			 MbTotals *t)
 {
 	const MbConfig *cfg = mb_config();
 	MbClaimMode mode = PG_ARGISNULL(0) ? MB_CLAIM_ALL : MB_CLAIM_ORG;
@@ -174,7 +175,7 @@ bill_pending(FunctionCallInfo fcinfo, int64 max, MbTotals *t)
 
 	for (;;)
 	{
-		int64		limit = Min((int64) mb_batch_size, max);
+		int64		limit = Min(batch_size, max);
 		int64		skipped_before = t->skipped;
 		int64		claimed = mb_bill_batch(cfg, mode, org, limit, t);
 
@@ -185,24 +186,70 @@ bill_pending(FunctionCallInfo fcinfo, int64 max, MbTotals *t)
 	}
 }
 
+/* Whether optional argument argno was passed, and not as NULL. */
+static bool
+has_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return PG_NARGS() > argno && !PG_ARGISNULL(argno);
+}
+
 /*
- * process_all_pending(org_id, max_messages)
+ * The call's max_rate argument, when given, holds for the call alone as
+ * msgbilling.max_rate (pace.c): a pooled client cannot rely on a session
+ * setting, which another client of the same server connection would get.
+ * Returns the GUC nest level to end, or -1.
+ */
+static int
+set_call_rate(FunctionCallInfo fcinfo, int argno)
+{
+	int			level;
+	int32		rate;
+
+	if (!has_arg(fcinfo, argno))
+		return -1;
+	rate = PG_GETARG_INT32(argno);
+	if (rate < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_rate must be 0 or more, not %d", rate),
+				 errhint("0 bills at full speed.")));
+	level = NewGUCNestLevel();
+	(void) set_config_option("msgbilling.max_rate", psprintf("%d", rate),
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return level;
+}
+
+/*
+ * process_all_pending(org_id, max_messages, batch_size, max_rate)
  *		-> (charged, failed, skipped, credits)
- *		Bill pending messages, of one org or all, in the caller's transaction.
+ *		Bill pending messages, of one org or all, in the caller's transaction,
+ *		in batches of batch_size (default msgbilling.batch_size), at most
+ *		max_rate a second (default msgbilling.max_rate).
  */
 Datum
 process_all_pending(PG_FUNCTION_ARGS)
 {
 	MbTotals	t;
 	int64		max = PG_ARGISNULL(1) ? PG_INT64_MAX : PG_GETARG_INT64(1);
+	int64		batch_size = mb_batch_size;
+	int			rate_level;
 	instr_time	start;
 
 	INSTR_TIME_SET_CURRENT(start);
 	if (!PG_ARGISNULL(1))
 		check_count(max, PG_INT64_MAX, "max_messages");
+	if (has_arg(fcinfo, 2))
+	{
+		batch_size = PG_GETARG_INT32(2);
+		check_count(batch_size, 1000000, "batch_size");
+	}
+	rate_level = set_call_rate(fcinfo, 3);
 	SPI_connect();
 	mb_totals_init(&t);
-	bill_pending(fcinfo, max, &t);
+	bill_pending(fcinfo, max, batch_size, &t);
+	if (rate_level >= 0)
+		AtEOXact_GUC(true, rate_level);
 	log_totals("process_all_pending", &t, start);
 	t.credits = SPI_datumTransfer(t.credits, false, -1);
 	SPI_finish();
@@ -249,11 +296,12 @@ may_commit(FunctionCallInfo fcinfo)
  * returns how many messages the batch claimed.
  */
 int64
-mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit, MbTotals *t)
+mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit,
+			   int32 max_rate, bool rate_null, MbTotals *t)
 {
-	Oid			argtypes[2] = {org_type, INT8OID};
-	Datum		values[2] = {org, Int64GetDatum(limit)};
-	char		nulls[2] = {org_null ? 'n' : ' ', ' '};
+	Oid			argtypes[3] = {org_type, INT8OID, INT4OID};
+	Datum		values[3] = {org, Int64GetDatum(limit), Int32GetDatum(max_rate)};
+	char		nulls[3] = {org_null ? 'n' : ' ', ' ', rate_null ? 'n' : ' '};
 	HeapTuple	row;
 	TupleDesc	desc;
 	bool		isnull;
@@ -262,9 +310,16 @@ mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit, MbTotals *t)
 	int64		skipped;
 	int			ret;
 
-	ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
-								" FROM msgbilling.process_all_pending($1, $2)",
-								2, argtypes, values, nulls, false, 1);
+	/* a rate only when one was given: 1.0's function has no such argument */
+	if (rate_null)
+		ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
+									" FROM msgbilling.process_all_pending($1, $2)",
+									2, argtypes, values, nulls, false, 1);
+	else
+		ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
+									" FROM msgbilling.process_all_pending($1, $2,"
+									" max_rate => $3)",
+									3, argtypes, values, nulls, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "process_all_pending returned %s",
 			 SPI_result_code_string(ret));
@@ -327,7 +382,7 @@ wait_for_batches(void)
  */
 static void
 drain_batches(Datum org, Oid org_type, bool org_null, int64 batch_size,
-			  bool commit, MbTotals *t)
+			  int32 max_rate, bool rate_null, bool commit, MbTotals *t)
 {
 	int64		claimed;
 	int64		skipped_before;
@@ -338,7 +393,8 @@ drain_batches(Datum org, Oid org_type, bool org_null, int64 batch_size,
 	do
 	{
 		skipped_before = t->skipped;
-		claimed = mb_drain_batch(org, org_type, org_null, batch_size, t);
+		claimed = mb_drain_batch(org, org_type, org_null, batch_size,
+								 max_rate, rate_null, t);
 		if (mb_drain_progress > 0 && ++batches % mb_drain_progress == 0)
 			report_progress(batches, t);
 		/* fewer than asked for: process_all_pending found nothing more */
@@ -355,7 +411,7 @@ drain_batches(Datum org, Oid org_type, bool org_null, int64 batch_size,
 }
 
 /*
- * CALL drain(batch_size, org_id)
+ * CALL drain(batch_size, org_id, max_rate)
  *		Bill every pending message, committing after each batch so that a
  *		large backlog never holds one long transaction.  Inside a
  *		transaction block it cannot commit and bills in one transaction.
@@ -389,7 +445,9 @@ drain(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		drain_batches(org, OidIsValid(org_type) ? org_type : TEXTOID,
-					  PG_ARGISNULL(1), batch_size, commit, &t);
+					  PG_ARGISNULL(1), batch_size,
+					  has_arg(fcinfo, 2) ? PG_GETARG_INT32(2) : 0,
+					  !has_arg(fcinfo, 2), commit, &t);
 	}
 	PG_FINALLY();
 	{

@@ -252,7 +252,7 @@ bill_one_batch(int slot, bool first, int64 *claimed, int64 *skipped)
 		}
 		mb_totals_init(&t);
 		*claimed = mb_drain_batch((Datum) 0, TEXTOID, true,
-								  worker_batch_limit(), &t);
+								  worker_batch_limit(), 0, true, &t);
 		*skipped = t.skipped;
 		billed_total += t.charged + t.failed;
 		backlog = Max(backlog - t.charged - t.failed, 0);

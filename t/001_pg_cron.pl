@@ -146,8 +146,8 @@ like(
 	'a role that may not drain cannot schedule the job');
 $node->safe_psql(
 	'postgres', q{
-GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any") TO mb_cron_biller;
-GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint)
+GRANT EXECUTE ON PROCEDURE msgbilling.drain(integer, "any", integer) TO mb_cron_biller;
+GRANT EXECUTE ON FUNCTION msgbilling.process_all_pending("any", bigint, integer, integer)
     TO mb_cron_biller;
 SET ROLE mb_cron_biller;
 SELECT msgbilling.schedule();

@@ -5,10 +5,10 @@
 
 PG_MAJOR=${PG_MAJOR:-15}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-# pg_cron, perl (prove) and libipc-run-perl are for the TAP tests;
+# pg_cron, pgbouncer, perl (prove) and libipc-run-perl are for the TAP tests;
 # prometheus-postgres-exporter and curl for examples/monitoring.
 MB_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
-postgresql-$PG_MAJOR-cron perl libipc-run-perl make gcc \
+postgresql-$PG_MAJOR-cron pgbouncer perl libipc-run-perl make gcc \
 prometheus-postgres-exporter curl"
 
 # Run a command as root: directly when we are root, else through sudo.

@@ -18,14 +18,15 @@ OBJS = \
 	src/worker.o \
 	src/pace.o \
 	src/yield.o \
-	src/owner.o
+	src/owner.o \
+	src/access.o
 
 EXTENSION = msgbilling
 DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text null_org \
-	table_owner partitioned \
+	table_owner partitioned tenants \
 	refund_retry report drain trigger privileges hostile search_path \
 	create_conflict upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress

@@ -15,6 +15,7 @@
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
 
+#include "access.h"
 #include "config.h"
 #include "guard.h"
 #include "convert.h"
@@ -102,16 +103,25 @@ stats(PG_FUNCTION_ARGS)
 	const MbConfig *cfg;
 	bool		one = !PG_ARGISNULL(0);
 	const char *t_org;
-	const char *c_org = one ? " WHERE org_id = $1" : "";
+	const char *c_org;
+	const char *hidden = "";
 	Oid			argtypes[1];
 	Datum		values[1];
 
 	SPI_connect();
 	cfg = mb_config();
-	t_org = one ? psprintf(" AND %s = $1", cfg->org_col) : "";
 	argtypes[0] = cfg->org_type;
 	if (one)
+	{
 		values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+		/* an org the caller may not read looks like one without data */
+		if (!mb_caller_may_read_org(cfg, values[0]))
+			hidden = " AND false";
+	}
+	else
+		mb_require_sees_all("stats() without an org id");
+	t_org = one ? psprintf(" AND %s = $1%s", cfg->org_col, hidden) : "";
+	c_org = one ? psprintf(" WHERE org_id = $1%s", hidden) : "";
 	return_query(fcinfo,
 				 psprintf("SELECT (SELECT pg_catalog.count(*) FROM %s"
 						  " WHERE billing_status = 'pending'%s),"
@@ -168,25 +178,27 @@ history(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cfg = mb_config();
 	check_history_args(fcinfo, cfg);
+	values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
 	created = mb_created_tz(cfg, cfg->created_col);
 	initStringInfo(&sql);
+	/* an org the caller may not read has no history for it */
 	appendStringInfo(&sql,
 					 "SELECT %s::pg_catalog.text, %s, %s::pg_catalog.int8, %s,"
 					 " cost_credits::pg_catalog.numeric,"
 					 " billing_status::pg_catalog.text, charged_at, billing_error"
-					 " FROM %s WHERE %s = $1 AND ($3 IS NULL OR %s < $3)"
+					 " FROM %s WHERE %s = $1 AND ($3 IS NULL OR %s < $3)%s"
 					 " ORDER BY %s%s DESC LIMIT $2",
 					 cfg->key_col, created, cfg->tokens_col,
 					 cfg->model_col ?
 					 psprintf("%s::pg_catalog.text", cfg->model_col) :
 					 "NULL::pg_catalog.text",
 					 cfg->relname, cfg->org_col, created,
+					 mb_caller_may_read_org(cfg, values[0]) ? "" : " AND false",
 					 cfg->created_col ? psprintf("%s DESC, ", cfg->created_col) : "",
 					 cfg->key_col);
 	argtypes[0] = cfg->org_type;
 	argtypes[1] = INT4OID;
 	argtypes[2] = TIMESTAMPTZOID;
-	values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	if (PG_ARGISNULL(2))
@@ -258,6 +270,7 @@ verify(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	cfg = mb_config();
+	mb_require_sees_all("verify()");
 	t = cfg->relname;
 	o = cfg->org_col;
 	initStringInfo(&sql);

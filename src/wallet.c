@@ -18,6 +18,7 @@
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
 
+#include "access.h"
 #include "config.h"
 #include "convert.h"
 #include "msgbilling.h"
@@ -384,7 +385,10 @@ adjust(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
-/* balance(org_id) -> numeric, NULL for an org without a wallet. */
+/*
+ * balance(org_id) -> numeric, NULL for an org without a wallet, or whose
+ * messages the caller may not read (access.c).
+ */
 Datum
 balance(PG_FUNCTION_ARGS)
 {
@@ -399,6 +403,12 @@ balance(PG_FUNCTION_ARGS)
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
+	/* an org the caller may not read looks like one without a wallet */
+	if (!mb_caller_may_read_org(cfg, org))
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
 	argtypes[0] = cfg->org_type;
 	ret = SPI_execute_with_args("SELECT balance FROM msgbilling.credits"
 								" WHERE org_id = $1",

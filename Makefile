@@ -19,14 +19,15 @@ OBJS = \
 	src/pace.o \
 	src/yield.o \
 	src/owner.o \
-	src/access.o
+	src/access.o \
+	src/retain.o
 
 EXTENSION = msgbilling
 DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text null_org \
-	table_owner partitioned tenants \
+	table_owner partitioned tenants retention \
 	refund_retry report drain trigger privileges hostile search_path \
 	create_conflict upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress

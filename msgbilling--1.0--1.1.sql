@@ -134,7 +134,7 @@ $$;
 SELECT msgbilling._restore_grants('msgbilling.set_price(text, numeric, timestamptz)');
 
 -------------------------------------------------------------------------------
--- Guards: the org of a billed message, and turning the guards off
+-- Guards: the org of a billed message, retention, and turning them off
 -------------------------------------------------------------------------------
 
 -- When the guards were found off (msgbilling._watch_guards); verify()
@@ -142,35 +142,79 @@ SELECT msgbilling._restore_grants('msgbilling.set_price(text, numeric, timestamp
 -- to NULL.
 ALTER TABLE msgbilling.config ADD COLUMN guards_off_since timestamptz;
 
+-- The costs of billed messages the app deleted (retention, GDPR), under
+-- their charge entries: verify() adds them to the messages still there
+-- (src/retain.c).  A row per deleted message, or per charge entry of a
+-- truncated or detached table.
+CREATE TABLE msgbilling.deleted_messages (
+    ledger_id bigint NOT NULL,
+    charged bigint NOT NULL DEFAULT 0,
+    charged_cost numeric(20,6) NOT NULL DEFAULT 0,
+    refunded bigint NOT NULL DEFAULT 0,
+    refunded_cost numeric(20,6) NOT NULL DEFAULT 0,
+    deleted_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX deleted_messages_ledger_id ON msgbilling.deleted_messages (ledger_id);
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.deleted_messages', '');
+-- Part of the books: nobody but the owner reads or writes it directly.
+REVOKE ALL ON msgbilling.deleted_messages FROM PUBLIC;
+
+-- DELETE and TRUNCATE of the attached table (retain.c).
+CREATE FUNCTION msgbilling._retain_deleted()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'retain_deleted'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION msgbilling._retain_deleted() FROM PUBLIC;
+
 DROP FUNCTION msgbilling._create_guards(regclass);
 DROP FUNCTION msgbilling._drop_guards(regclass);
 
--- Drop the guard triggers from a table, where they are.
+-- Drop the guard triggers from a table and its partitions, where they are.
 CREATE FUNCTION msgbilling._drop_guards(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    trg name;
+    t record;
 BEGIN
-    FOR trg IN SELECT t.tgname FROM pg_catalog.pg_trigger t
-                WHERE t.tgrelid = rel
-                  AND t.tgname IN ('msgbilling_guard_insert', 'msgbilling_guard_update',
-                                   'msgbilling_guard_org')
+    -- the cloned row triggers go with their parent's
+    FOR t IN SELECT g.tgname, g.tgrelid::regclass AS tab FROM pg_catalog.pg_trigger g
+              WHERE (g.tgrelid = rel OR g.tgname = 'msgbilling_guard_truncate'
+                     AND g.tgrelid IN (SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p))
+                AND g.tgname IN ('msgbilling_guard_insert', 'msgbilling_guard_update',
+                                 'msgbilling_guard_org', 'msgbilling_guard_delete',
+                                 'msgbilling_guard_truncate')
+                AND g.tgparentid = 0
     LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg, rel);
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.tab);
     END LOOP;
 END;
 $$;
 
--- Put the guard triggers on the attached table (guard.c).  The UPDATE
--- ones' column lists and WHEN clauses keep the app's ordinary UPDATEs from
--- calling any function.  The INSERT one has no WHEN clause: an INSERT
--- statement reads and prepares a trigger's WHEN expression each time,
--- which costs a one-row INSERT more than the function's own check.  The
--- org of a charged or refunded message is its charge entry's: it may not
--- change (a refund follows the ledger either way).
+-- The TRUNCATE guard on a table of the attached table's tree: statement
+-- triggers are not cloned to partitions, and a partition made later gets
+-- its own from _watch_guards.
+CREATE FUNCTION msgbilling._create_truncate_guard(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_truncate BEFORE TRUNCATE ON %s'
+                              ' FOR EACH STATEMENT EXECUTE FUNCTION msgbilling._retain_deleted()',
+                              rel);
+END;
+$$;
+
+-- Put the guard triggers on the attached table (guard.c, retain.c).  The
+-- UPDATE ones' column lists and WHEN clauses keep the app's ordinary
+-- UPDATEs from calling any function.  The INSERT one has no WHEN clause:
+-- an INSERT statement reads and prepares a trigger's WHEN expression each
+-- time, which costs a one-row INSERT more than the function's own check.
+-- The org of a charged or refunded message is its charge entry's: it may
+-- not change (a refund follows the ledger either way).  A deleted billed
+-- message keeps its cost in the books; an owed one may not be deleted.
 CREATE FUNCTION msgbilling._create_guards(rel regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -178,6 +222,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     org name := (SELECT c.org_column FROM msgbilling.config c WHERE c.messages = rel);
+    part regclass;
 BEGIN
     PERFORM msgbilling._drop_guards(rel);
     EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_insert BEFORE INSERT ON %s'
@@ -196,25 +241,40 @@ BEGIN
                               ' AND OLD.billing_status IN (''charged'', ''refunded''))'
                               ' EXECUTE FUNCTION msgbilling._guard_messages()',
                               org, rel, org, org);
+    EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_delete AFTER DELETE ON %s'
+                              ' FOR EACH ROW WHEN (OLD.billing_status <> ''legacy'')'
+                              ' EXECUTE FUNCTION msgbilling._retain_deleted()', rel);
+    PERFORM msgbilling._create_truncate_guard(rel);
+    FOR part IN SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p WHERE p.level > 0 LOOP
+        PERFORM msgbilling._create_truncate_guard(part);
+    END LOOP;
 END;
 $$;
 
 REVOKE ALL ON FUNCTION msgbilling._create_guards(regclass),
-    msgbilling._drop_guards(regclass) FROM PUBLIC;
+    msgbilling._drop_guards(regclass),
+    msgbilling._create_truncate_guard(regclass) FROM PUBLIC;
 
--- The attached table gets the new guard.
+-- The attached table gets the new guards.
 SELECT msgbilling._create_guards(c.messages) FROM msgbilling.config c
  WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.messages);
 
--- The table's owner may disable triggers on its table, and with the guards
--- off change billing columns unseen (mark pending messages legacy, say).
--- After every ALTER TABLE or ALTER TRIGGER, this looks at the guards:
--- one disabled (or enabled for replicas only), or a guard renamed, is
--- recorded in config.guards_off_since, for verify() to report even after
--- they are back on.  A guard dropped outright stays missing: only
--- msgbilling can create one (EXECUTE on its function is revoked), and
--- verify() reports it as missing.  A restore creates the guards after the
--- ALTER TABLEs that add constraints: missing guards are not looked at then.
+-- After every CREATE TABLE, ALTER TABLE and ALTER TRIGGER:
+--
+-- * A partition created or attached since gets its TRUNCATE guard.
+-- * A partition detached since took its messages out of the attached
+--   table without a DELETE: refused (the DETACH with it) if it holds
+--   pending or failed messages, else the costs of its billed ones are kept
+--   in deleted_messages, as for a TRUNCATE.
+-- * The table's owner may disable triggers on its table, and with the
+--   guards off change billing columns unseen (mark pending messages
+--   legacy, say): a guard disabled (or enabled for replicas only) or
+--   renamed is recorded in config.guards_off_since, for verify() to report
+--   even after they are back on.  A guard dropped outright stays missing:
+--   only msgbilling can create one (EXECUTE on its function is revoked),
+--   and verify() reports it as missing.  A restore creates the guards
+--   after the ALTER TABLEs that add constraints: missing guards are not
+--   looked at then.
 CREATE FUNCTION msgbilling._watch_guards()
 RETURNS event_trigger
 LANGUAGE plpgsql
@@ -223,12 +283,51 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass;
+    since timestamptz;
+    part regclass;
+    owed bigint;
     off text;
 BEGIN
-    SELECT c.messages INTO rel FROM msgbilling.config c
-     WHERE c.guards_off_since IS NULL
-       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.messages);
+    SELECT c.messages, c.guards_off_since INTO rel, since FROM msgbilling.config c
+     WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class r WHERE r.oid = c.messages);
     IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- a new partition has the clones of the row guards and lacks its own
+    -- TRUNCATE guard (a restore creates both after its ALTER TABLEs)
+    FOR part IN SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p
+                 WHERE p.level > 0
+                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                WHERE g.tgrelid = p.relid AND g.tgname = 'msgbilling_guard_delete')
+                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                    WHERE g.tgrelid = p.relid
+                                      AND g.tgname = 'msgbilling_guard_truncate') LOOP
+        PERFORM msgbilling._create_truncate_guard(part);
+    END LOOP;
+    FOR part IN SELECT g.tgrelid FROM pg_catalog.pg_trigger g
+                 WHERE g.tgname = 'msgbilling_guard_truncate' AND g.tgrelid <> rel
+                   AND g.tgrelid NOT IN (SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p) LOOP
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM ONLY %s'
+                                  ' WHERE billing_status IN (''pending'', ''failed'')', part)
+           INTO owed;
+        IF owed > 0 THEN
+            RAISE EXCEPTION '% holds % messages that are not billed: it cannot leave %', part, owed, rel
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'The charges pending and failed messages owe would be lost.',
+                      HINT = 'Bill them first (CALL msgbilling.drain()), then detach it.';
+        END IF;
+        EXECUTE pg_catalog.format('INSERT INTO msgbilling.deleted_messages'
+            ' (ledger_id, charged, charged_cost, refunded, refunded_cost)'
+            ' SELECT m.billing_ledger_id,'
+            ' pg_catalog.count(*) FILTER (WHERE m.billing_status = ''charged''),'
+            ' COALESCE(pg_catalog.sum(m.cost_credits) FILTER (WHERE m.billing_status = ''charged''), 0),'
+            ' pg_catalog.count(*) FILTER (WHERE m.billing_status = ''refunded''),'
+            ' COALESCE(pg_catalog.sum(m.cost_credits) FILTER (WHERE m.billing_status = ''refunded''), 0)'
+            ' FROM ONLY %s m WHERE m.billing_status IN (''charged'', ''refunded'')'
+            ' GROUP BY m.billing_ledger_id', part);
+        EXECUTE pg_catalog.format('DROP TRIGGER msgbilling_guard_truncate ON %s', part);
+    END LOOP;
+    IF since IS NOT NULL THEN
         RETURN;
     END IF;
     -- on the table and on each of its partitions, which have clones
@@ -239,7 +338,8 @@ BEGIN
       FROM (SELECT rel::pg_catalog.oid
             UNION SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p) r(rel)
      CROSS JOIN pg_catalog.unnest(ARRAY['msgbilling_guard_insert', 'msgbilling_guard_update',
-                                        'msgbilling_guard_org']) WITH ORDINALITY g(name, n)
+                                        'msgbilling_guard_org', 'msgbilling_guard_delete',
+                                        'msgbilling_guard_truncate']) WITH ORDINALITY g(name, n)
       LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.rel AND t.tgname = g.name
      WHERE t.tgenabled IN ('D', 'R') OR (t.oid IS NULL AND TG_TAG = 'ALTER TRIGGER');
     IF off IS NULL THEN
@@ -255,8 +355,44 @@ $$;
 REVOKE ALL ON FUNCTION msgbilling._watch_guards() FROM PUBLIC;
 
 CREATE EVENT TRIGGER msgbilling_watch_guards ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'ALTER TRIGGER')
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'ALTER TRIGGER')
     EXECUTE FUNCTION msgbilling._watch_guards();
+
+-- A partition of the attached table dropped outright (its TRUNCATE guard
+-- went with it, not dropped by itself) took its messages with it, without
+-- a DELETE, and can no longer be read: refused (the DROP with it).  DETACH PARTITION first, which keeps the billed messages'
+-- costs in the books, then DROP TABLE.  Dropping the attached table itself
+-- is not refused: attach says so and replaces it.
+CREATE FUNCTION msgbilling._watch_drops()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    gone text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM msgbilling.config c, pg_catalog.pg_class r
+                    WHERE r.oid = c.messages) THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.string_agg(d.object_identity, ', ') INTO gone
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.object_type = 'trigger' AND NOT d.original
+       AND d.object_identity LIKE 'msgbilling\_guard\_truncate on %';
+    IF gone IS NOT NULL THEN
+        RAISE EXCEPTION 'a partition of the table attached to msgbilling cannot be dropped'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = pg_catalog.format('Its messages would leave the books unseen (%s).', gone),
+                  HINT = 'ALTER TABLE ... DETACH PARTITION first, which keeps the costs of its billed messages, then DROP TABLE.';
+    END IF;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION msgbilling._watch_drops() FROM PUBLIC;
+
+CREATE EVENT TRIGGER msgbilling_watch_drops ON sql_drop
+    EXECUTE FUNCTION msgbilling._watch_drops();
 
 -------------------------------------------------------------------------------
 -- Partitioned messages tables
@@ -468,6 +604,19 @@ $$;
 
 -- A job bills every few minutes: only roles granted it may start it.
 SELECT msgbilling._restore_grants('msgbilling.schedule(text)');
+
+-------------------------------------------------------------------------------
+-- A refund is once per charge, not per message id
+-------------------------------------------------------------------------------
+
+-- Ids come back after TRUNCATE ... RESTART IDENTITY: a new message 3
+-- refunded after an old message 3 was met the unique index on refund
+-- entries' message ids.  A refund entry now names the charge entry it
+-- gives back (charge_id), once per message of that charge.
+ALTER TABLE msgbilling.ledger ADD COLUMN charge_id bigint;
+DROP INDEX msgbilling.ledger_one_refund;
+CREATE UNIQUE INDEX ledger_one_refund ON msgbilling.ledger (charge_id, message_id)
+    WHERE kind = 'refund';
 
 -------------------------------------------------------------------------------
 -- Done replacing functions

@@ -184,11 +184,13 @@ UPDATE int_msgs SET body = 'edited' WHERE id = 1;
 UPDATE int_msgs SET billing_status = billing_status WHERE id = 1;
 INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
 VALUES (3, 100, 5, 'pending');
+-- a pending message owes its charge: it may not be deleted (retention.sql)
 DELETE FROM int_msgs WHERE id = 3;
--- under the superuser's repair switch, the guard still rejects an unknown
--- status (attach adds no CHECK constraint, which every INSERT would pay
--- for), and lets a known one through
+-- under the superuser's repair switch it may, and the guard still rejects
+-- an unknown status (attach adds no CHECK constraint, which every INSERT
+-- would pay for), and lets a known one through
 SET msgbilling.repair = on;
+DELETE FROM int_msgs WHERE id = 3;
 INSERT INTO int_msgs (id, org_id, tokens_used, billing_status)
 VALUES (3, 100, 5, 'paid');
 UPDATE int_msgs SET billing_status = 'billed' WHERE id = 1;
@@ -338,7 +340,9 @@ ALTER TABLE messages ALTER COLUMN created_at DROP NOT NULL;
 INSERT INTO messages (id, org_id, tokens_used, model, created_at)
 VALUES (6, 'aaaaaaaa-0000-0000-0000-000000000000', 1, 'm1', NULL);
 SELECT * FROM msgbilling.process_all_pending();
+SET msgbilling.repair = on;   -- a pending message may not be deleted otherwise
 DELETE FROM messages WHERE id = 6;
+RESET msgbilling.repair;
 ALTER TABLE messages ALTER COLUMN created_at SET NOT NULL;
 
 -- a failed message blocks dropping the columns

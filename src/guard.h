@@ -12,6 +12,8 @@
 #define MB_GUARD_INSERT_TRIGGER "msgbilling_guard_insert"
 #define MB_GUARD_UPDATE_TRIGGER "msgbilling_guard_update"
 #define MB_GUARD_ORG_TRIGGER "msgbilling_guard_org"
+#define MB_GUARD_DELETE_TRIGGER "msgbilling_guard_delete"
+#define MB_GUARD_TRUNCATE_TRIGGER "msgbilling_guard_truncate"
 
 extern bool mb_repair;
 extern int	mb_write_depth;

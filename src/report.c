@@ -234,8 +234,7 @@ append_check(StringInfo sql, const char *name, const char *what,
  * guards were found off by the event trigger that watches them
  * (msgbilling._watch_guards), until a superuser clears it.  A table's
  * owner can disable the guards, and with them off change billing columns
- * unseen: once done, it stays visible.  (config's column is read through
- * to_jsonb: a schema not yet updated from 1.0 has none.)
+ * unseen: once done, it stays visible.
  */
 static char *
 guards_offenders_sql(const MbConfig *cfg)
@@ -244,16 +243,15 @@ guards_offenders_sql(const MbConfig *cfg)
 					" || CASE WHEN t.oid IS NULL THEN ' is missing' ELSE ' is disabled' END"
 					" FROM (SELECT %u::pg_catalog.oid UNION SELECT p.relid"
 					" FROM pg_catalog.pg_partition_tree(%u) p) r(rel)"
-					" CROSS JOIN pg_catalog.unnest(ARRAY['%s', '%s', '%s']) g(name)"
+					" CROSS JOIN pg_catalog.unnest(ARRAY['%s', '%s', '%s', '%s', '%s']) g(name)"
 					" LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.rel"
 					" AND t.tgname = g.name"
 					" WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')"
-					" UNION ALL SELECT 'the guards were off at ' || o.at"
-					" FROM (SELECT pg_catalog.to_jsonb(c) OPERATOR(pg_catalog.->>)"
-					" 'guards_off_since' AS at FROM msgbilling.config c) o"
-					" WHERE o.at IS NOT NULL",
+					" UNION ALL SELECT 'the guards were off at ' || c.guards_off_since"
+					" FROM msgbilling.config c WHERE c.guards_off_since IS NOT NULL",
 					cfg->relid, cfg->relid, MB_GUARD_INSERT_TRIGGER,
-					MB_GUARD_UPDATE_TRIGGER, MB_GUARD_ORG_TRIGGER);
+					MB_GUARD_UPDATE_TRIGGER, MB_GUARD_ORG_TRIGGER,
+					MB_GUARD_DELETE_TRIGGER, MB_GUARD_TRUNCATE_TRIGGER);
 }
 
 /*
@@ -295,8 +293,13 @@ verify(PG_FUNCTION_ARGS)
 				 psprintf("SELECT 'org ' || COALESCE(a.org::pg_catalog.text,"
 						  " b.org_id::pg_catalog.text) || ': messages '"
 						  " || COALESCE(a.s, 0) || ', ledger ' || COALESCE(b.s, 0)"
-						  " FROM (SELECT %s AS org, pg_catalog.sum(cost_credits) AS s"
-						  " FROM %s WHERE billing_status = 'charged' GROUP BY 1) a"
+						  " FROM (SELECT x.org, pg_catalog.sum(x.s) AS s FROM"
+						  " (SELECT %s AS org, cost_credits AS s"
+						  " FROM %s WHERE billing_status = 'charged'"
+						  " UNION ALL SELECT l.org_id, d.charged_cost"
+						  " FROM msgbilling.deleted_messages d"
+						  " JOIN msgbilling.ledger l ON l.id = d.ledger_id) x"
+						  " GROUP BY 1) a"
 						  " FULL JOIN (SELECT org_id, -pg_catalog.sum(amount) AS s"
 						  " FROM msgbilling.ledger WHERE kind IN ('charge', 'refund')"
 						  " GROUP BY org_id) b ON b.org_id = a.org"
@@ -307,9 +310,12 @@ verify(PG_FUNCTION_ARGS)
 						  " || ' for ' || l.message_count || ' messages, found '"
 						  " || COALESCE(m.s, 0) || ' for ' || COALESCE(m.n, 0)"
 						  " FROM msgbilling.ledger l LEFT JOIN"
-						  " (SELECT billing_ledger_id AS id, pg_catalog.sum(cost_credits) AS s,"
-						  " pg_catalog.count(*) AS n FROM %s"
-						  " WHERE billing_ledger_id IS NOT NULL GROUP BY 1) m"
+						  " (SELECT x.id, pg_catalog.sum(x.s) AS s, pg_catalog.sum(x.n) AS n"
+						  " FROM (SELECT billing_ledger_id AS id, cost_credits AS s, 1 AS n"
+						  " FROM %s WHERE billing_ledger_id IS NOT NULL"
+						  " UNION ALL SELECT d.ledger_id, d.charged_cost + d.refunded_cost,"
+						  " d.charged + d.refunded FROM msgbilling.deleted_messages d) x"
+						  " GROUP BY 1) m"
 						  " ON m.id = l.id WHERE l.kind = 'charge'"
 						  " AND (COALESCE(m.s, 0) <> -l.amount"
 						  " OR COALESCE(m.n, 0) <> l.message_count)", t));
@@ -335,11 +341,16 @@ verify(PG_FUNCTION_ARGS)
 						  " || COALESCE(m.charged, 0) || '/' || COALESCE(m.refunded, 0)"
 						  " || '/' || COALESCE(m.cost, 0)"
 						  " FROM msgbilling.credits c LEFT JOIN"
-						  " (SELECT %s AS org,"
-						  " pg_catalog.count(*) FILTER (WHERE billing_status = 'charged') AS charged,"
-						  " pg_catalog.count(*) FILTER (WHERE billing_status = 'refunded') AS refunded,"
-						  " pg_catalog.sum(cost_credits) FILTER (WHERE billing_status = 'charged') AS cost"
+						  " (SELECT x.org, pg_catalog.sum(x.charged) AS charged,"
+						  " pg_catalog.sum(x.refunded) AS refunded, pg_catalog.sum(x.cost) AS cost"
+						  " FROM (SELECT %s AS org,"
+						  " (billing_status = 'charged')::pg_catalog.int4 AS charged,"
+						  " (billing_status = 'refunded')::pg_catalog.int4 AS refunded,"
+						  " CASE WHEN billing_status = 'charged' THEN cost_credits END AS cost"
 						  " FROM %s WHERE billing_status IN ('charged', 'refunded')"
+						  " UNION ALL SELECT l.org_id, d.charged, d.refunded, d.charged_cost"
+						  " FROM msgbilling.deleted_messages d"
+						  " JOIN msgbilling.ledger l ON l.id = d.ledger_id) x"
 						  " GROUP BY 1) m ON m.org = c.org_id"
 						  " WHERE c.charged_messages <> COALESCE(m.charged, 0)"
 						  " OR c.refunded_messages <> COALESCE(m.refunded, 0)"

@@ -151,12 +151,12 @@ hold_wallet(const MbConfig *cfg, Datum org)
 static Datum
 move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 		   Datum note, bool note_null, Datum key, bool key_null,
-		   const char *message_id)
+		   const char *message_id, Datum charge_id)
 {
-	Oid			argtypes[6] = {cfg->org_type, NUMERICOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[7] = {cfg->org_type, NUMERICOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, INT8OID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 
 	values[0] = org;
@@ -165,17 +165,19 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 	values[3] = note;
 	values[4] = key;
 	values[5] = message_id ? CStringGetTextDatum(message_id) : (Datum) 0;
+	values[6] = charge_id;
 	nulls[3] = note_null ? 'n' : ' ';
 	nulls[4] = key_null ? 'n' : ' ';
 	nulls[5] = message_id ? ' ' : 'n';
+	nulls[6] = message_id ? ' ' : 'n';
 	mb_exec_sql("WITH w AS (UPDATE msgbilling.credits"
 				" SET balance = balance + $2, updated_at = pg_catalog.now()"
 				" WHERE org_id = $1 RETURNING org_id, balance)"
 				" INSERT INTO msgbilling.ledger (org_id, kind, amount, balance_after,"
-				" note, idempotency_key, message_id)"
-				" SELECT w.org_id, $3, $2, w.balance, $4, $5, $6 FROM w"
+				" note, idempotency_key, message_id, charge_id)"
+				" SELECT w.org_id, $3, $2, w.balance, $4, $5, $6, $7 FROM w"
 				" RETURNING balance_after",
-				6, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
+				7, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "wallet to credit was not found");
 	return first_value(&isnull);
@@ -288,7 +290,8 @@ credit_wallet(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 	result = move_money(cfg, org, amount, kind,
 						PG_GETARG_DATUM(note_argno), PG_ARGISNULL(note_argno),
 						key_argno < 0 ? (Datum) 0 : PG_GETARG_DATUM(key_argno),
-						key_argno < 0 || PG_ARGISNULL(key_argno), NULL);
+						key_argno < 0 || PG_ARGISNULL(key_argno), NULL,
+						(Datum) 0);
 	repend_insufficient(cfg, org);
 	return result;
 }
@@ -483,6 +486,7 @@ typedef struct MessageCharge
 {
 	char	   *status;
 	bool		has_charge;		/* a cost, and a charge entry (of an org) */
+	Datum		ledger_id;		/* the charge entry */
 	Datum		cost;
 	bool		no_billing_org;
 	Datum		billing_org;	/* the org its charge entry has, or, before
@@ -522,7 +526,7 @@ read_charge(const MbConfig *cfg, Datum key, bool lock)
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	c.status = SPI_getvalue(tup, desc, 1);
-	(void) SPI_getbinval(tup, desc, 2, &no_id);
+	c.ledger_id = SPI_getbinval(tup, desc, 2, &no_id);
 	c.cost = SPI_getbinval(tup, desc, 3, &no_cost);
 	(void) SPI_getbinval(tup, desc, 4, &no_entry);
 	c.billing_org = SPI_getbinval(tup, desc, 5, &c.no_billing_org);
@@ -573,7 +577,7 @@ refund(PG_FUNCTION_ARGS)
 				 errhint("Try the refund again.")));
 	result = move_money(cfg, now.billing_org, now.cost, "refund",
 						PG_GETARG_DATUM(1), PG_ARGISNULL(1), (Datum) 0, true,
-						mb_datum_text(key, cfg->key_type));
+						mb_datum_text(key, cfg->key_type), now.ledger_id);
 	mb_exec_sql_as_owner(cfg,
 						 psprintf("UPDATE %s SET billing_status = 'refunded'"
 								  " WHERE %s = $1",

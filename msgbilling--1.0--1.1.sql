@@ -619,6 +619,341 @@ CREATE UNIQUE INDEX ledger_one_refund ON msgbilling.ledger (charge_id, message_i
     WHERE kind = 'refund';
 
 -------------------------------------------------------------------------------
+-- attach: a nullable created column, and attaching a large table live
+-------------------------------------------------------------------------------
+
+-- The CREATE INDEX statements of msgbilling's indexes on rel, by the names
+-- given, CONCURRENTLY (live) or not.  On a partitioned table an index cannot be
+-- built concurrently: each is created ON ONLY the table (fast, invalid),
+-- built concurrently on each partition, and attached to it there.
+CREATE FUNCTION msgbilling._index_statements(rel regclass, names text[],
+                                             key_col name, org_col name,
+                                             created_col name, live boolean)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    order_cols text := CASE WHEN created_col IS NULL THEN pg_catalog.quote_ident(key_col)
+                       ELSE pg_catalog.format('%I, %I', created_col, key_col) END;
+    defs text[] := ARRAY[pg_catalog.format('(%s) WHERE billing_status = ''pending''', order_cols),
+                         pg_catalog.format('(%I, %s) WHERE billing_status = ''pending''',
+                                           org_col, order_cols),
+                         pg_catalog.format('(%I) WHERE billing_status = ''failed''', org_col)];
+    partitioned boolean := (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = rel);
+    i integer;
+    leaf regclass;
+    nsp name;
+    bare name;
+    part_index text;
+BEGIN
+    FOR i IN 1 .. 3 LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_index x
+                               WHERE x.indexrelid = pg_catalog.to_regclass(names[i])
+                                 AND x.indisvalid);
+        SELECT c.relname INTO bare FROM pg_catalog.pg_class c
+         WHERE c.oid = pg_catalog.to_regclass(names[i]);
+        IF FOUND THEN
+            -- a concurrent build that failed leaves an invalid index
+            RETURN NEXT pg_catalog.format('DROP INDEX %s%s',
+                                          CASE WHEN live AND NOT partitioned
+                                               THEN 'CONCURRENTLY ' ELSE '' END, names[i]);
+        END IF;
+        -- the name in rel's schema, unqualified as CREATE INDEX takes it
+        bare := pg_catalog.substr(names[i], pg_catalog.length(pg_catalog.quote_ident(
+                    (SELECT n.nspname FROM pg_catalog.pg_class c
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = rel))) + 2);
+        IF NOT live THEN
+            RETURN NEXT pg_catalog.format('CREATE INDEX %s ON %s %s', bare, rel, defs[i]);
+        ELSIF NOT partitioned THEN
+            RETURN NEXT pg_catalog.format('CREATE INDEX CONCURRENTLY %s ON %s %s',
+                                          bare, rel, defs[i]);
+        ELSE
+            RETURN NEXT pg_catalog.format('CREATE INDEX %s ON ONLY %s %s', bare, rel, defs[i]);
+            FOR leaf, nsp IN SELECT p.relid, n.nspname FROM pg_catalog.pg_partition_tree(rel) p
+                               JOIN pg_catalog.pg_class c ON c.oid = p.relid
+                               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                              WHERE p.isleaf ORDER BY p.relid::regclass::text LOOP
+                part_index := 'mb_' || leaf::pg_catalog.oid || '_' || i;
+                RETURN NEXT pg_catalog.format('CREATE INDEX CONCURRENTLY %I ON %s %s',
+                                              part_index, leaf, defs[i]);
+                RETURN NEXT pg_catalog.format('ALTER INDEX %s ATTACH PARTITION %I.%I',
+                                              names[i], nsp, part_index);
+            END LOOP;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- What is left to build of msgbilling's indexes on the attached table,
+-- after attach(concurrently => true): statements to run one at a time, at
+-- the top level (CREATE INDEX CONCURRENTLY cannot run in a function), as
+-- psql's  SELECT msgbilling.attach_index_statements() \gexec  does.
+-- Billing waits for them.  None once they are built.
+CREATE FUNCTION msgbilling.attach_index_statements()
+RETURNS SETOF text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s FROM msgbilling.config c,
+           msgbilling._index_statements(c.messages, c.index_names, c.key_column,
+                                        c.org_column, c.created_column, true) s
+$$;
+
+SELECT msgbilling._save_grants('msgbilling.attach(regclass, name, name, name, name, boolean)');
+DROP FUNCTION msgbilling.attach(regclass, name, name, name, name, boolean);
+DROP FUNCTION msgbilling._create_indexes(regclass, name, name, name);
+
+-- The names of msgbilling's indexes on rel, schema-qualified; those of an
+-- earlier attach are dropped (DROP EXTENSION does not touch the app's
+-- table), and with build, the indexes are built now.
+--
+-- Instead of the guide's three indexes (billing_status; org_id,
+-- billing_status; charged_at), billing uses partial indexes that hold only
+-- the backlog: they stay small however many messages were ever billed, and
+-- a message leaves them when it is billed, and billing a message inserts
+-- into none of them.  No full index on billing_status: every billed message
+-- would add an entry to it.  history() reads an org's messages by the org
+-- column, through the app's own index on it (most apps have one; the
+-- README says which to create otherwise).  charged_at gets none: no
+-- msgbilling query filters on it.
+CREATE FUNCTION msgbilling._create_indexes(rel regclass, key_col name,
+                                           org_col name, created_col name,
+                                           build boolean)
+RETURNS text[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    base text := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = rel);
+    nsp name := (SELECT n.nspname FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = rel);
+    names name[];
+    qualified text[];
+    old regclass;
+    stmt text;
+BEGIN
+    -- The table name cut to 40 bytes (not characters: a name holds 63
+    -- bytes), so that the suffixes keep the three names whole and apart.
+    WHILE pg_catalog.octet_length(base) > 40 LOOP
+        base := pg_catalog.left(base, -1);
+    END LOOP;
+    names := ARRAY[base || '_mb_pending', base || '_mb_org_pending',
+                   base || '_mb_failed'];
+    qualified := (SELECT pg_catalog.array_agg(pg_catalog.quote_ident(nsp) || '.'
+                                              || pg_catalog.quote_ident(u.n) ORDER BY u.o)
+                    FROM pg_catalog.unnest(names) WITH ORDINALITY u(n, o));
+    -- drop ours, never an index of another table (an index of rel lives in
+    -- rel's schema)
+    FOR old IN SELECT x.indexrelid::regclass FROM pg_catalog.pg_index x
+                 JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+                WHERE x.indrelid = rel AND i.relname = ANY (names) LOOP
+        EXECUTE pg_catalog.format('DROP INDEX %s', old);
+    END LOOP;
+    IF build THEN
+        FOR stmt IN SELECT msgbilling._index_statements(rel, qualified, key_col, org_col,
+                                                        created_col, false) LOOP
+            EXECUTE stmt;
+        END LOOP;
+    END IF;
+    RETURN qualified;
+END;
+$$;
+
+-- An org's messages are billed in order of creation: one without a
+-- creation time would have no place in that order.  A nullable created
+-- column that holds no NULL (the common "created_at timestamptz DEFAULT
+-- now()") is made NOT NULL: a scan of the table, under its ALTER TABLE
+-- lock, unless a valid CHECK (created IS NOT NULL) constraint proves it,
+-- which is the only way attach(concurrently => true) takes.
+CREATE FUNCTION msgbilling._require_created_not_null(rel regclass, col name,
+                                                     live boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    proven boolean;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = rel AND a.attname = col AND a.attnotnull) THEN
+        RETURN;
+    END IF;
+    proven := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                       WHERE k.conrelid = rel AND k.contype = 'c' AND k.convalidated
+                         AND pg_catalog.pg_get_constraintdef(k.oid)
+                             = pg_catalog.format('CHECK ((%I IS NOT NULL))', col));
+    IF live AND NOT proven THEN
+        RAISE EXCEPTION 'created column "%" of table % must be NOT NULL', col, rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'Setting NOT NULL reads the whole table while it holds the app''s INSERTs.',
+                  HINT = pg_catalog.format('Prove it without blocking first: ALTER TABLE %1$s ADD CONSTRAINT %2$I CHECK (%3$I IS NOT NULL) NOT VALID; ALTER TABLE %1$s VALIDATE CONSTRAINT %2$I;',
+                                           rel, col || '_not_null', col);
+    END IF;
+    BEGIN
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', rel, col);
+    EXCEPTION WHEN not_null_violation THEN
+        RAISE EXCEPTION 'created column "%" of table % holds NULLs', col, rel
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'msgbilling bills an org''s messages in order of creation.',
+                  HINT = pg_catalog.format('Give those messages a creation time, then attach again: UPDATE %s SET %I = ... WHERE %I IS NULL;',
+                                           rel, col, col);
+    END;
+    RAISE NOTICE 'created column "%" of table % is NOT NULL now', col, rel
+        USING DETAIL = 'msgbilling bills an org''s messages in order of creation.';
+END;
+$$;
+
+-- concurrently: attach a large table while the app writes to it, holding
+-- its INSERTs for milliseconds: only catalog changes (columns with constant
+-- defaults, triggers, the configuration), no scan of the table and no
+-- index built; attach_index_statements() then builds the indexes
+-- CONCURRENTLY, and billing waits for them.  The existing rows are legacy.
+CREATE FUNCTION msgbilling.attach(messages regclass,
+                                  org_column name DEFAULT 'org_id',
+                                  tokens_column name DEFAULT 'tokens_used',
+                                  model_column name DEFAULT NULL,
+                                  created_column name DEFAULT NULL,
+                                  bill_existing boolean DEFAULT false,
+                                  concurrently boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pk record;
+    org_type regtype;
+    attached regclass;
+    legacy bigint;
+    pending bigint;
+    kind "char";
+    had_status boolean;
+    live boolean := COALESCE(attach.concurrently, false);
+BEGIN
+    IF messages IS NULL THEN
+        RAISE EXCEPTION 'messages table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    LOCK TABLE msgbilling.config IN EXCLUSIVE MODE;
+    SELECT c.messages INTO attached FROM msgbilling.config c;
+    IF FOUND AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class r
+                              WHERE r.oid = attached) THEN
+        -- the attached table was dropped: its columns went with it
+        RAISE NOTICE 'the previously attached table no longer exists; replacing it';
+        DELETE FROM msgbilling.config;
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'msgbilling is already attached to table %', attached
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'msgbilling bills one messages table per database.',
+                  HINT = pg_catalog.format('Call msgbilling.detach(%L) first.', attached);
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = messages;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', messages::pg_catalog.oid
+            USING ERRCODE = 'undefined_table';
+    ELSIF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', messages
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF live AND bill_existing THEN
+        RAISE EXCEPTION 'attach concurrently leaves the existing messages legacy'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Billing them would mark every row of the table, which holds its INSERTs.',
+                  HINT = 'Attach without concurrently to bill them, or pass bill_existing => false.';
+    END IF;
+
+    pk := msgbilling._primary_key(messages);
+    org_type := msgbilling._column_type(messages, org_column, 'org',
+                                        '{uuid,bigint,integer,text}');
+    PERFORM msgbilling._column_type(messages, tokens_column, 'tokens',
+                                    '{smallint,integer,bigint}');
+    IF model_column IS NOT NULL THEN
+        PERFORM msgbilling._column_type(messages, model_column, 'model',
+                                        '{text,character varying}');
+    END IF;
+    IF created_column IS NOT NULL THEN
+        PERFORM msgbilling._column_type(messages, created_column, 'created',
+            '{timestamp with time zone,timestamp without time zone}');
+        PERFORM msgbilling._require_created_not_null(messages, created_column, live);
+    END IF;
+
+    -- Rows already in the table get the status they are added with:
+    -- 'legacy' (never billed, already charged by the old system) unless
+    -- bill_existing.  A constant default adds the column without rewriting
+    -- the table; new rows then default to 'pending'.
+    had_status := EXISTS (SELECT 1 FROM pg_catalog.pg_attribute s
+                           WHERE s.attrelid = messages AND s.attname = 'billing_status'
+                             AND s.attnum > 0 AND NOT s.attisdropped);
+    PERFORM msgbilling._add_column(messages, 'billing_status',
+        'character varying(20)',
+        pg_catalog.format('NOT NULL DEFAULT %L',
+                          CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END));
+    IF had_status OR NOT live THEN
+        -- an existing column is read whole; a new one holds its default
+        PERFORM msgbilling._adopt_status(messages, bill_existing);
+    ELSE
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN billing_status'
+                                  ' SET DEFAULT ''pending''', messages);
+    END IF;
+    PERFORM msgbilling._add_column(messages, 'cost_credits', 'numeric(10,6)');
+    PERFORM msgbilling._add_column(messages, 'charged_at',
+                                   'timestamp with time zone');
+    PERFORM msgbilling._add_column(messages, 'billing_error', 'text');
+    PERFORM msgbilling._add_column(messages, 'billing_ledger_id', 'bigint');
+    -- the config row's trigger gives the wallets and ledger the org type
+    INSERT INTO msgbilling.config (messages, key_column, org_column,
+                                   tokens_column, model_column,
+                                   created_column, org_type, index_names)
+    VALUES (messages, pk.col, org_column, tokens_column, model_column,
+            created_column, org_type,
+            msgbilling._create_indexes(messages, pk.col, org_column,
+                                       created_column, NOT live));
+    PERFORM msgbilling._create_guards(messages);
+
+    PERFORM msgbilling._wake_worker();
+    IF live THEN
+        RAISE NOTICE 'msgbilling attached to table %; its indexes are not built yet', messages
+            USING DETAIL = 'Existing messages are legacy and will not be billed; billing waits for the indexes.',
+                  HINT = 'Build them without blocking the app: in psql, SELECT msgbilling.attach_index_statements() \gexec';
+    ELSE
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''legacy''',
+                                  messages) INTO legacy;
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s WHERE billing_status = ''pending''',
+                                  messages) INTO pending;
+        RAISE NOTICE 'msgbilling attached to table %', messages
+            USING DETAIL = pg_catalog.format('%s existing messages are marked legacy and will not be billed;'
+                                             ' %s are pending and will be.', legacy, pending);
+    END IF;
+    -- history() reads an org's messages by the org column.  msgbilling adds
+    -- no full index for it (each would take a write per billed message):
+    -- say so when none of the app's indexes starts with that column.
+    PERFORM FROM pg_catalog.pg_index x
+               JOIN pg_catalog.pg_attribute a
+                 ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+     WHERE x.indrelid = messages AND x.indpred IS NULL
+       AND a.attname = org_column;
+    IF NOT FOUND THEN
+        RAISE NOTICE 'no index on table % starts with column %', messages, org_column
+            USING DETAIL = 'msgbilling.history() reads an org''s messages by that column.',
+                  HINT = pg_catalog.format('Create one, e.g. CREATE INDEX ON %s (%I, %I).',
+                                           messages, org_column,
+                                           COALESCE(created_column, pk.col));
+    END IF;
+END;
+$$;
+
+-- attach and detach alter the app's table and msgbilling's own tables:
+-- they are for the extension's owner (a DBA), who may grant them.
+SELECT msgbilling._restore_grants('msgbilling.attach(regclass, name, name, name, name, boolean, boolean)',
+                                  'msgbilling.attach(regclass,name,name,name,name,boolean)');
+REVOKE ALL ON FUNCTION msgbilling._index_statements(regclass, text[], name, name, name, boolean),
+    msgbilling._create_indexes(regclass, name, name, name, boolean),
+    msgbilling._require_created_not_null(regclass, name, boolean),
+    msgbilling.attach_index_statements() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
 -- Done replacing functions
 -------------------------------------------------------------------------------
 

@@ -256,15 +256,21 @@ INSERT INTO "Chat Messages" VALUES
     ('00000000-0000-0000-0000-000000000001', 'acme', 100, 'small', '2024-01-01 10:00'),
     ('00000000-0000-0000-0000-000000000002', 'acme', 200, 'large', '2024-01-01 11:00');
 
--- a created column must be NOT NULL: messages are billed in its order
+-- a created column must be NOT NULL: messages are billed in its order.
+-- One that holds NULLs is refused, saying which; one that holds none (the
+-- common "created_at ... DEFAULT now()") is made NOT NULL by attach.
+INSERT INTO "Chat Messages" VALUES
+    ('00000000-0000-0000-0000-000000000009', 'acme', 1, NULL, NULL);
 SELECT msgbilling.attach('"Chat Messages"', org_column => 'tenant',
                          tokens_column => 'n_tokens', model_column => 'llm',
                          created_column => 'sent_at', bill_existing => true);
 SELECT count(*) AS attached FROM msgbilling.config;
-ALTER TABLE "Chat Messages" ALTER COLUMN sent_at SET NOT NULL;
+DELETE FROM "Chat Messages" WHERE sent_at IS NULL;
 SELECT msgbilling.attach('"Chat Messages"', org_column => 'tenant',
                          tokens_column => 'n_tokens', model_column => 'llm',
                          created_column => 'sent_at', bill_existing => true);
+SELECT attnotnull FROM pg_attribute
+ WHERE attrelid = '"Chat Messages"'::regclass AND attname = 'sent_at';
 
 -- existing rows are billed too: they start 'pending'
 SELECT message_uuid, tenant, billing_status FROM "Chat Messages"

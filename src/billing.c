@@ -272,6 +272,7 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 	int			i;
 
 	init_constants();
+	mb_require_indexes();
 	mb_yield_begin();
 	MemoryContextSwitchTo(cxt);
 	/*

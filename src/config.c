@@ -359,6 +359,37 @@ mb_plan_for(MbStmt id, Oid relid, MbSqlBuilder build, int nargs,
 	return plan;
 }
 
+/*
+ * Error unless msgbilling's indexes on the attached table are built: after
+ * attach(concurrently => true) they are left to attach_index_statements(),
+ * and billing without them would read the whole table at every batch.
+ * Once found valid, not looked at again for this configuration.
+ */
+void
+mb_require_indexes(void)
+{
+	char	   *missing;
+
+	if (cached->indexes_ready)
+		return;
+	mb_exec_sql("SELECT n FROM msgbilling.config c, pg_catalog.unnest(c.index_names) n"
+				" WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x"
+				" WHERE x.indexrelid = pg_catalog.to_regclass(n) AND x.indisvalid)"
+				" LIMIT 1", 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		missing = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("msgbilling's index %s on %s is not built yet",
+						missing, cached->relname),
+				 errdetail("attach(concurrently => true) leaves msgbilling's indexes "
+						   "to be built concurrently; billing waits for them."),
+				 errhint("In psql: SELECT msgbilling.attach_index_statements() \\gexec")));
+	}
+	cached->indexes_ready = true;
+}
+
 /* The kept plan for statement id, prepared on first use. */
 SPIPlanPtr
 mb_plan(MbStmt id, MbSqlBuilder build, int nargs, Oid *argtypes)

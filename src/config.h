@@ -26,6 +26,7 @@ typedef struct MbConfig
 	Oid			created_type;	/* InvalidOid when not configured */
 	Oid			key_array_type;
 	Oid			org_array_type;
+	bool		indexes_ready;	/* msgbilling's indexes were found valid */
 } MbConfig;
 
 /* Statements prepared once per configuration and kept. */
@@ -57,6 +58,7 @@ typedef enum MbStmt
 typedef char *(*MbSqlBuilder) (const MbConfig *cfg);
 
 extern const MbConfig *mb_config(void);
+extern void mb_require_indexes(void);
 extern SPIPlanPtr mb_plan(MbStmt id, MbSqlBuilder build,
 						  int nargs, Oid *argtypes);
 extern void mb_exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,

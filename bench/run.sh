@@ -18,9 +18,11 @@ QUICK=0
 if [ "$QUICK" = 1 ]; then
     N=200000; ORGS=10000; W6_SIZES="50000 200000 500000"; W5_N=1000000
     LOOP_N=5000; RT_SECONDS=5; W3_SECONDS=10; W4_SAMPLES=40; W1_ROUNDS=1; W3_ROUNDS=3
+    W7_SECONDS=20
 else
     N=1000000; ORGS=10000; W6_SIZES="100000 1000000 5000000"; W5_N=10000000
     LOOP_N=20000; RT_SECONDS=15; W3_SECONDS=20; W4_SAMPLES=200; W1_ROUNDS=2; W3_ROUNDS=5
+    W7_SECONDS=90
 fi
 # sizes can be overridden, for a machine or a session with less time
 W6_SIZES=${BENCH_W6:-$W6_SIZES}
@@ -194,6 +196,37 @@ w5=$(psql_v -d run -c "SELECT msgbilling.stats()" -c "\\timing on" \
 echo "W5,stats(),$W5_N,$w5 ms,,,," >>"$CSV"
 echo "W5   stats() best of 3: $w5 ms"
 psql_q -d postgres -c "DROP DATABASE run" -c "DROP DATABASE t_w5"
+
+# ---- W7: attaching a large table while the app inserts ----------------------
+echo "== W7: attach on $W5_N messages while the app inserts 200 a second"
+psql_q -d postgres -c "DROP DATABASE IF EXISTS t_w7" -c "CREATE DATABASE t_w7"
+psql_q -d t_w7 -v n="$W5_N" -v orgs="$ORGS" -f "$B/sql/w7_data.sql" >/dev/null
+psql_q -d postgres -c "CHECKPOINT"
+# One attach (its SQL file) on a fresh copy while two clients insert 200
+# messages a second: prints the INSERTs' longest wait and p99 in ms, and
+# the attach's seconds.  pgbench logs every INSERT's latency.
+w7_run() {
+    fresh t_w7
+    rm -rf "$MB_WORK/w7log" && mkdir "$MB_WORK/w7log" && as_root chown postgres "$MB_WORK/w7log"
+    (cd "$MB_WORK/w7log" && as_pg pgbench -n -c 2 -R 200 -T "$W7_SECONDS" -l \
+        -f "$B/sql/app_insert.pgbench" run >/dev/null 2>&1) &
+    local inserts=$! t0 t1
+    sleep 2
+    t0=$(date +%s.%N)
+    psql_q -d run -f "$1" >/dev/null
+    t1=$(date +%s.%N)
+    wait "$inserts"
+    cat "$MB_WORK"/w7log/pgbench_log.* | awk '{ print $3 }' | sort -n |
+        awk -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" '{ a[NR] = $1 }
+            END { printf "%.1f %.2f %.1f", a[NR] / 1000, a[int(NR * 0.99)] / 1000, s }'
+}
+read -r w7_max w7_p99 w7_secs <<<"$(w7_run "$B/sql/w7_attach.sql")"
+read -r w7l_max w7l_p99 w7l_secs <<<"$(w7_run "$B/sql/w7_attach_live.sql")"
+echo "W7,attach: longest INSERT wait ms,$W5_N,$w7_secs,,,," >>"$CSV"
+echo "W7,attach concurrently: longest INSERT wait ms,$W5_N,$w7l_secs,,,," >>"$CSV"
+echo "W7   attach: longest INSERT wait $w7_max ms (p99 $w7_p99 ms), attach took $w7_secs s"
+echo "W7   attach concurrently: longest INSERT wait $w7l_max ms (p99 $w7l_p99 ms), attach and indexes took $w7l_secs s"
+psql_q -d postgres -c "DROP DATABASE IF EXISTS t_w7"
 
 # ---- W3: the app's INSERTs with and without billing --------------------------
 # The biller is the product's own: the worker of database w3, disabled while
@@ -433,6 +466,7 @@ EOF
     echo "| W3 attached ÷ plain INSERT tps | $r_tps ($att_tps / $plain_tps) | ≥ 0.9 |"
     echo "| W4 worker delay p50 / p99 | $w4_p50 / $w4_p99 ms | < 100 / < 1000 ms |"
     echo "| W5 stats() on $W5_N messages | $w5 ms | < 10 ms |"
+    echo "| W7 longest INSERT wait while attach runs on $W5_N messages: in one transaction; concurrently | $w7_max ms (attach $w7_secs s); $w7l_max ms (with its indexes $w7l_secs s) | –; < 1000 ms |"
     echo "| W1 peak backend memory | ${MEM[W1/msgbilling]} MB | < 64 MB |"
     echo "| W1 WAL per message ÷ (b) | $r_wal | ≤ 1.1 |"
     echo "| W6 rate at $w6_last ÷ at $w6_first | $r_w6 | within 0.8–1.2 |"

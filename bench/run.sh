@@ -111,8 +111,10 @@ echo "workload,variant,messages,seconds,rate,wal_bytes,wal_per_message,peak_mem_
 echo "== W1: $N messages over $ORGS orgs"
 make_template t_guide guide "$N" "$ORGS"
 make_template t_mb mb "$N" "$ORGS"
-# the same messages in 12 RANGE partitions on created_at
+# the same messages in 12 monthly RANGE partitions on created_at, as the
+# newest month's backlog; and spread over all 12, every org in each
 make_template t_part mb_part "$N" "$ORGS"
+make_template t_spread mb_spread "$N" "$ORGS"
 # msgbilling, (a) and (b) run W1_ROUNDS times, interleaved, each on a fresh
 # copy; the fastest run of each is kept.  One run alone can land on a burst
 # of noise on this shared machine: once, the first drain took 7 % longer
@@ -131,9 +133,11 @@ for _ in $(seq 1 "$W1_ROUNDS"); do
     fresh t_mb
     keep_best mb $(measure "CALL msgbilling.drain(10000);")
     psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee -a "$MB_WORK/verify.txt"
-    fresh t_part
-    keep_best part $(measure "CALL msgbilling.drain(10000);")
-    psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee -a "$MB_WORK/verify.txt"
+    for part in part spread; do
+        fresh "t_$part"
+        keep_best "$part" $(measure "CALL msgbilling.drain(10000);")
+        psql_q -d run -c "SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok" | tee -a "$MB_WORK/verify.txt"
+    done
     fresh t_guide
     keep_best a $(measure "\\set prices prices
 \\set credits credits
@@ -149,7 +153,8 @@ for _ in $(seq 1 "$W1_ROUNDS"); do
 \\i $B/sql/set_based.sql")
 done
 record W1 msgbilling "$N" ${BEST[mb]}
-record W1 "msgbilling on 12 partitions" "$N" ${BEST[part]}
+record W1 "msgbilling on 12 monthly partitions" "$N" ${BEST[part]}
+record W1 "msgbilling spread over 12 partitions" "$N" ${BEST[spread]}
 fresh t_mb
 record W1 "msgbilling: drain(50000)" "$N" $(measure "CALL msgbilling.drain(50000);")
 record W1 "(a) set-based on guide schema" "$N" ${BEST[a]}
@@ -406,7 +411,8 @@ r_b=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(b) set-based on msgbilling sche
 r_c=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(c) PL/pgSQL loop]}")
 r_d=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(d) round trip per message]}")
 r_w2=$(ratio "${RATE[W2/msgbilling]}" "${RATE[W1/msgbilling]}")
-r_part=$(ratio "${RATE[W1/msgbilling on 12 partitions]}" "${RATE[W1/msgbilling]}")
+r_part=$(ratio "${RATE[W1/msgbilling on 12 monthly partitions]}" "${RATE[W1/msgbilling]}")
+r_spread=$(ratio "${RATE[W1/msgbilling spread over 12 partitions]}" "${RATE[W1/msgbilling]}")
 r_wal=$(ratio "${WALPM[W1/msgbilling]}" "${WALPM[W1/(b) set-based on msgbilling schema]}")
 r_p99=$(ratio "$busy_p99" "$idle_p99")
 # each round's busy ÷ idle: how far the machine's noise moves the ratio
@@ -458,7 +464,8 @@ EOF
     echo "| W1 msgbilling ÷ (b) | $r_b | ≥ 0.85 |"
     echo "| W1 ÷ (c), ÷ (d) | $r_c, $r_d | ≥ 3, ≥ 100 |"
     echo "| W2 ÷ W1 | $r_w2 | ≥ 0.9 |"
-    echo "| W1 on 12 RANGE partitions ÷ W1 | $r_part | ≥ 0.9 |"
+    echo "| W1 on 12 monthly partitions (the backlog in the newest) ÷ W1 | $r_part | ≥ 0.9 |"
+    echo "| W1 spread over 12 partitions (every org in each) ÷ W1 | $r_spread | – |"
     echo "| W3 INSERT p99 while the worker bills ÷ idle | $r_p99 ($busy_p99 / $idle_p99 ms, medians of $W3_ROUNDS rounds; round by round $round_ratios; it billed $busy_rate msg/s) | ≤ 1.5 |"
     echo "| W3 the same while (b) bills the same backlog (reference) | $r_p99_b ($setb_p99 / $idle_p99 ms) | – |"
     echo "| W3 INSERT p99 while the worker keeps up, after the drain ÷ idle | $r_p99_k ($keep_p99 / $idle_p99 ms) | – |"

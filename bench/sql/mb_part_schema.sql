@@ -1,8 +1,9 @@
--- The app table partitioned as pg_partman makes it: 12 RANGE partitions
--- on created_at, PRIMARY KEY (id, created_at), attached to msgbilling.
--- The partitions are equal slices of the creation times of the :n
--- messages data.sql inserts (one millisecond apart), as monthly
--- partitions are of a year's messages: the same rows as mb_schema.sql's.
+-- The app table partitioned by month as pg_partman makes it: 12 RANGE
+-- partitions on created_at, PRIMARY KEY (id, created_at), attached to
+-- msgbilling.  The :n messages data.sql inserts (one millisecond apart,
+-- from 2024-01-01) are the backlog of the newest month, as an app's
+-- backlog is; the 11 months before it hold what was billed.  The same
+-- rows as mb_schema.sql's.
 CREATE EXTENSION msgbilling;
 CREATE TABLE messages (
     id bigserial,
@@ -13,13 +14,9 @@ CREATE TABLE messages (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
-SELECT format('CREATE TABLE messages_p%s PARTITION OF messages FOR VALUES FROM (%s) TO (%s)',
-              k,
-              CASE WHEN k = 0 THEN 'MINVALUE'
-                   ELSE quote_literal('2024-01-01'::timestamptz + k * (:n / 12 + 1) * interval '1 ms') END,
-              CASE WHEN k = 11 THEN 'MAXVALUE'
-                   ELSE quote_literal('2024-01-01'::timestamptz + (k + 1) * (:n / 12 + 1) * interval '1 ms') END)
-  FROM generate_series(0, 11) k \gexec
+SELECT format('CREATE TABLE messages_%s PARTITION OF messages FOR VALUES FROM (%L) TO (%L)',
+              to_char(m, 'YYYY_MM'), m, m + interval '1 month')
+  FROM generate_series('2023-02-01'::timestamptz, '2024-01-01', interval '1 month') m \gexec
 SET client_min_messages = warning;
 SELECT msgbilling.attach('messages', model_column => 'model',
                          created_column => 'created_at', bill_existing => true);

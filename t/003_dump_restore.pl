@@ -80,7 +80,7 @@ is(sql('restored', 'SELECT bool_and(ok) FROM msgbilling.verify()'),
 is( sql('restored',
 		"SELECT count(*) FROM pg_trigger WHERE tgrelid = 'messages'::regclass"
 		  . " AND tgname LIKE 'msgbilling_guard_%'"),
-	'3', 'the guard triggers came back');
+	'5', 'the guard triggers came back');
 my ($ok, $out, $err) = $node->psql('restored',
 	"UPDATE messages SET billing_status = 'charged' WHERE billing_status = 'pending'");
 like($err, qr/change only through msgbilling/, 'and guard the restored table');

@@ -169,6 +169,23 @@ REVOKE ALL ON FUNCTION msgbilling._retain_deleted() FROM PUBLIC;
 DROP FUNCTION msgbilling._create_guards(regclass);
 DROP FUNCTION msgbilling._drop_guards(regclass);
 
+-- The partitions below rel, at every level, from the catalog: unlike
+-- pg_partition_tree() it takes no lock on them, so that the event trigger
+-- that calls it cannot deadlock with a parallel restore's ALTER TABLEs of
+-- two partitions.
+CREATE FUNCTION msgbilling._partitions(rel regclass)
+RETURNS SETOF pg_catalog.oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE tree(relid) AS (
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1
+        UNION ALL
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+    SELECT relid FROM tree
+$$;
+REVOKE ALL ON FUNCTION msgbilling._partitions(regclass) FROM PUBLIC;
+
 -- Drop the guard triggers from a table and its partitions, where they are.
 CREATE FUNCTION msgbilling._drop_guards(rel regclass)
 RETURNS void
@@ -295,9 +312,8 @@ BEGIN
     END IF;
     -- a new partition has the clones of the row guards and lacks its own
     -- TRUNCATE guard (a restore creates both after its ALTER TABLEs)
-    FOR part IN SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p
-                 WHERE p.level > 0
-                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+    FOR part IN SELECT p.relid FROM msgbilling._partitions(rel) p(relid)
+                 WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
                                 WHERE g.tgrelid = p.relid AND g.tgname = 'msgbilling_guard_delete')
                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
                                     WHERE g.tgrelid = p.relid
@@ -306,7 +322,7 @@ BEGIN
     END LOOP;
     FOR part IN SELECT g.tgrelid FROM pg_catalog.pg_trigger g
                  WHERE g.tgname = 'msgbilling_guard_truncate' AND g.tgrelid <> rel
-                   AND g.tgrelid NOT IN (SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p) LOOP
+                   AND g.tgrelid NOT IN (SELECT p FROM msgbilling._partitions(rel) p) LOOP
         EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM ONLY %s'
                                   ' WHERE billing_status IN (''pending'', ''failed'')', part)
            INTO owed;
@@ -336,7 +352,7 @@ BEGIN
                ', ' ORDER BY r.rel::regclass::text, g.n)
       INTO off
       FROM (SELECT rel::pg_catalog.oid
-            UNION SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p) r(rel)
+            UNION SELECT p FROM msgbilling._partitions(rel) p) r(rel)
      CROSS JOIN pg_catalog.unnest(ARRAY['msgbilling_guard_insert', 'msgbilling_guard_update',
                                         'msgbilling_guard_org', 'msgbilling_guard_delete',
                                         'msgbilling_guard_truncate']) WITH ORDINALITY g(name, n)

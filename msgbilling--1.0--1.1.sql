@@ -11,7 +11,7 @@
 -------------------------------------------------------------------------------
 
 -- A function this script replaces (DROP, then CREATE: an extension script
--- never uses CREATE OR REPLACE) would lose the EXECUTE grants a DBA gave
+-- never replaces one in place) would lose the EXECUTE grants a DBA gave
 -- on it.  _save_grants keeps them before the DROP and _restore_grants
 -- gives them back after the CREATE; all three go at the end of the script.
 CREATE TABLE msgbilling._saved_grants (fn text PRIMARY KEY, acl aclitem[]);
@@ -388,8 +388,8 @@ AS $$
 DECLARE
     gone text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM msgbilling.config c, pg_catalog.pg_class r
-                    WHERE r.oid = c.messages) THEN
+    PERFORM FROM msgbilling.config c, pg_catalog.pg_class r WHERE r.oid = c.messages;
+    IF NOT FOUND THEN
         RETURN;
     END IF;
     SELECT pg_catalog.string_agg(d.object_identity, ', ') INTO gone

@@ -88,8 +88,13 @@ UNION ALL SELECT 'b', * FROM msgbilling.stats(:org_b);
 SELECT message_id, tokens, cost_credits, billing_status FROM msgbilling.history(:org_a)
  ORDER BY message_id;
 SELECT count(*) AS b_history FROM msgbilling.history(:org_b);
--- nor every org's at once
+-- nor every org's at once, nor verify(), which names every org (granted
+-- it, the app still may not run it)
 SELECT * FROM msgbilling.stats();
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION msgbilling.verify() TO regress_mb_authenticated;
+SET ROLE regress_mb_authenticated;
+SELECT * FROM msgbilling.verify();
 -- Bob, the other way round
 SELECT set_config('request.jwt.claim.sub', :bob, false);
 SELECT msgbilling.balance(:org_a) AS a, msgbilling.balance(:org_b) AS b;

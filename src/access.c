@@ -99,6 +99,6 @@ mb_require_sees_all(const char *what)
 				 errdetail("Role \"%s\" may see an org's billing data only "
 						   "where it may read that org's messages.",
 						   GetUserNameFromId(GetOuterUserId(), false)),
-				 errhint("Ask for one org, or have a role granted billing "
-						 "(EXECUTE on msgbilling.process_all_pending) call it.")));
+				 errhint("Call it as a superuser or as a role granted billing "
+						 "(EXECUTE on msgbilling.process_all_pending).")));
 }

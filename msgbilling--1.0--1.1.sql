@@ -310,16 +310,28 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    -- a new partition has the clones of the row guards and lacks its own
-    -- TRUNCATE guard (a restore creates both after its ALTER TABLEs)
-    FOR part IN SELECT p.relid FROM msgbilling._partitions(rel) p(relid)
-                 WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-                                WHERE g.tgrelid = p.relid AND g.tgname = 'msgbilling_guard_delete')
-                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-                                    WHERE g.tgrelid = p.relid
-                                      AND g.tgname = 'msgbilling_guard_truncate') LOOP
-        PERFORM msgbilling._create_truncate_guard(part);
-    END LOOP;
+    -- A new partition has the clones of the row guards and lacks its own
+    -- TRUNCATE guard.  A restore creates both itself, after its ALTER
+    -- TABLEs, and a parallel one in several sessions at once, so pg_restore
+    -- is left to do it (an ATTACH PARTITION names only the parent in the
+    -- event's commands; a CREATE TABLE ... PARTITION OF, the partition).
+    IF TG_TAG = 'CREATE TABLE' OR pg_catalog.current_setting('application_name') <> 'pg_restore' THEN
+        FOR part IN SELECT p.relid FROM msgbilling._partitions(rel) p(relid)
+                     WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                    WHERE g.tgrelid = p.relid AND g.tgname = 'msgbilling_guard_delete')
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                        WHERE g.tgrelid = p.relid
+                                          AND g.tgname = 'msgbilling_guard_truncate')
+                       AND (TG_TAG <> 'CREATE TABLE'
+                            OR p.relid IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c))
+        LOOP
+            BEGIN
+                PERFORM msgbilling._create_truncate_guard(part);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;   -- another session made it meanwhile
+            END;
+        END LOOP;
+    END IF;
     FOR part IN SELECT g.tgrelid FROM pg_catalog.pg_trigger g
                  WHERE g.tgname = 'msgbilling_guard_truncate' AND g.tgrelid <> rel
                    AND g.tgrelid NOT IN (SELECT p FROM msgbilling._partitions(rel) p) LOOP

@@ -312,10 +312,15 @@ BEGIN
     END IF;
     -- A new partition has the clones of the row guards and lacks its own
     -- TRUNCATE guard.  A restore creates both itself, after its ALTER
-    -- TABLEs, and a parallel one in several sessions at once, so pg_restore
-    -- is left to do it (an ATTACH PARTITION names only the parent in the
-    -- event's commands; a CREATE TABLE ... PARTITION OF, the partition).
-    IF TG_TAG = 'CREATE TABLE' OR pg_catalog.current_setting('application_name') <> 'pg_restore' THEN
+    -- TABLEs, and a parallel one in several sessions at once: its sessions
+    -- (which run with row_security off, as pg_dump's scripts set it) are
+    -- left to do it.  A CREATE TABLE ... PARTITION OF names the partition
+    -- in the event's commands, and only that one is guarded then (a
+    -- restore creates its tables before the configuration row is there);
+    -- an ATTACH PARTITION names only the parent.
+    IF TG_TAG = 'CREATE TABLE'
+       OR (pg_catalog.current_setting('row_security') <> 'off'
+           AND pg_catalog.current_setting('application_name') <> 'pg_restore') THEN
         FOR part IN SELECT p.relid FROM msgbilling._partitions(rel) p(relid)
                      WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
                                     WHERE g.tgrelid = p.relid AND g.tgname = 'msgbilling_guard_delete')

@@ -749,7 +749,7 @@ DROP FUNCTION msgbilling._create_indexes(regclass, name, name, name);
 -- into none of them.  No full index on billing_status: every billed message
 -- would add an entry to it.  history() reads an org's messages by the org
 -- column, through the app's own index on it (most apps have one; the
--- README says which to create otherwise).  charged_at gets none: no
+-- docs/REFERENCE.md says which to create otherwise).  charged_at gets none: no
 -- msgbilling query filters on it.
 CREATE FUNCTION msgbilling._create_indexes(rel regclass, key_col name,
                                            org_col name, created_col name,

@@ -32,7 +32,7 @@ REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text null_org \
 	create_conflict upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
 ISOLATION = concurrent_billers drain_vs_app max_messages retry_vs_biller \
-	idempotent_topup refund_races trigger_vs_drain stranded_failures
+	idempotent_topup refund_races trigger_vs_drain stranded_failures partitioned_order
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
 # t/*.pl: TAP tests; each starts its own clusters (pg_cron, the worker,
 # dump and restore).

@@ -109,6 +109,26 @@ SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok;
 UPDATE msgbilling.config SET guards_off_since = NULL;
 SELECT check_name, ok FROM msgbilling.verify();
 
+-- Billing order across partitions.  Org c can pay one dear message: its
+-- January one is charged, February's fails, and a cheap one of March, which
+-- would fit, fails behind it (the unpaid one is in an older partition).
+-- After a top-up they are charged, oldest first.
+\set c '''cccccccc-0000-0000-0000-000000000000'''
+SELECT msgbilling.top_up(:c, 1.5);
+INSERT INTO messages (org_id, tokens_used, model, created_at)
+VALUES (:c, 1, 'big', '2025-01-20 00:00+00'), (:c, 1, 'big', '2025-02-20 00:00+00');
+SELECT * FROM msgbilling.process_all_pending(:c);
+INSERT INTO messages (org_id, tokens_used, model, created_at)
+VALUES (:c, 1, NULL, '2025-03-20 00:00+00');
+SELECT * FROM msgbilling.process_all_pending();
+SELECT tableoid::regclass AS partition, billing_status, billing_error, cost_credits
+  FROM messages WHERE org_id = :c ORDER BY created_at;
+SELECT msgbilling.top_up(:c, 10);
+SELECT * FROM msgbilling.process_all_pending();
+SELECT tableoid::regclass AS partition, billing_status, cost_credits
+  FROM messages WHERE org_id = :c ORDER BY created_at;
+SELECT balance FROM msgbilling.credits WHERE org_id = :c;
+
 SELECT msgbilling.detach('messages', drop_columns => true, force => true);
 DROP TABLE messages;
 DROP FUNCTION add_messages(integer, text);

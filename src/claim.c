@@ -115,7 +115,25 @@ created_expr(const MbConfig *cfg)
 }
 
 /*
- * Peek: the orgs of the first $1 billable messages, with their counts and
+ * A lower bound on the creation time of pending message a: the oldest
+ * pending message's, read once per statement (an InitPlan), in the
+ * statement's own snapshot, so that it leaves out no row the statement
+ * sees.  On a table partitioned by creation time, run-time pruning then
+ * skips the partitions that hold no pending message, where each org's
+ * look would otherwise probe every partition; elsewhere it costs one index
+ * probe per statement.  Empty without a created column.
+ */
+static char *
+pending_floor_sql(const MbConfig *cfg, const char *a)
+{
+	if (!cfg->created_col)
+		return "";
+	return psprintf(" AND %s.%s >= (SELECT pg_catalog.min(p.%s) FROM %s p"
+					" WHERE p.billing_status = 'pending')",
+					a, cfg->created_col, cfg->created_col, cfg->relname);
+}
+
+/* Peek: the orgs of the first $1 billable messages, with their counts and
  * the creation time of their oldest, in the order of each org's oldest
  * message (the order a run bills them in).  after adds a lower bound ($2)
  * on the creation time (resume.c).
@@ -223,7 +241,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 	return psprintf("WITH q AS MATERIALIZED (%s),"
 					" p AS MATERIALIZED (SELECT %s FROM q JOIN %s m ON m.%s = q.o"
 					" WHERE q.o IN (SELECT pg_catalog.unnest($3))"
-					" AND m.billing_status = 'pending' AND (%s OR %s)"
+					" AND m.billing_status = 'pending'%s AND (%s OR %s)"
 					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
 					" f AS MATERIALIZED (SELECT %s FROM %s m WHERE %s"
 					" AND m.billing_status = 'failed'"
@@ -236,7 +254,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
 					" ORDER BY u.ix, c.cr, c.k",
 					newest_given_sql(cfg, mode),
-					cols, cfg->relname, cfg->org_col,
+					cols, cfg->relname, cfg->org_col, pending_floor_sql(cfg, "m"),
 					older_than_given_sql(cfg), requested_sql(cfg, mode, "m"),
 					cols, cfg->relname, given, cfg->org_col,
 					mb_created_tz(cfg, "c.cr"));
@@ -267,14 +285,14 @@ run_claim_sql(const MbConfig *cfg)
 					" LEFT JOIN LATERAL (SELECT m.ctid AS tid, m.tableoid AS rel,"
 					" m.%s AS k, m.%s AS t,"
 					" %s AS md, %s AS cr FROM %s m"
-					" WHERE m.%s = u.o AND m.billing_status = 'pending'"
+					" WHERE m.%s = u.o AND m.billing_status = 'pending'%s"
 					" AND (s.held OR s.missing)"
 					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED) r ON true"
 					" LIMIT $1",
 					mb_created_tz(cfg, "r.cr"),
 					cfg->key_col, cfg->tokens_col, model_expr(cfg),
 					created_expr(cfg), cfg->relname, cfg->org_col,
-					billing_order(cfg, "m"));
+					pending_floor_sql(cfg, "m"), billing_order(cfg, "m"));
 }
 
 static char *
@@ -308,6 +326,47 @@ wallets_exist_sql(const MbConfig *cfg)
 }
 
 /*
+ * Message f is older than u, the last message its org's batch claimed.
+ * With a created column, its bound on f's creation time alone lets
+ * run-time pruning skip the partitions of newer messages.
+ */
+static char *
+older_than_last_sql(const MbConfig *cfg)
+{
+	if (cfg->created_col)
+		return psprintf("f.%s <= u.cr AND (f.%s, f.%s) < (u.cr, u.k)",
+						cfg->created_col, cfg->created_col, cfg->key_col);
+	return psprintf("f.%s < u.k", cfg->key_col);
+}
+
+/*
+ * Whether org u has an insufficient_credits failure older than its last
+ * claimed message.  Orgs with none are the rule, so first one look for any
+ * such failure of the batch's orgs ($1), an InitPlan: each org's own look
+ * probes every partition of a partitioned table, and runs only if that
+ * finds one.
+ */
+static char *
+older_unpaid_sql(const MbConfig *cfg)
+{
+	return psprintf("(SELECT EXISTS (SELECT 1 FROM %s g"
+					" WHERE g.%s OPERATOR(pg_catalog.=) ANY ($1)"
+					" AND g.billing_status = 'failed'"
+					" AND g.billing_error = 'insufficient_credits'))"
+					" AND EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
+					" AND f.billing_status = 'failed'"
+					" AND f.billing_error = 'insufficient_credits' AND %s)",
+					cfg->relname, cfg->org_col,
+					cfg->relname, cfg->org_col, older_than_last_sql(cfg));
+}
+
+/* The order checks' rows: per org ($1), its last claimed message ($3, $4) and count ($5). */
+static const char *const order_check_from =
+" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3),"
+" pg_catalog.unnest($4), pg_catalog.unnest($5))"
+" WITH ORDINALITY AS u(o, cr, k, n, ix)";
+
+/*
  * Per org ($1, with the creation time $3 and key $4 of its last claimed
  * message): is there an older insufficient_credits failure, or an older
  * pending message, that the batch ($2: its keys) did not claim?
@@ -315,25 +374,16 @@ wallets_exist_sql(const MbConfig *cfg)
 static char *
 order_check_ids_sql(const MbConfig *cfg)
 {
-	const char *older = cfg->created_col ?
-		psprintf("(f.%s, f.%s) < (u.cr, u.k)", cfg->created_col, cfg->key_col) :
-		psprintf("f.%s < u.k", cfg->key_col);
 	/* hashed, built once: "<> ALL ($2)" would compare each row with every key */
 	const char *outside = psprintf("f.%s NOT IN (SELECT pg_catalog.unnest($2))",
 								   cfg->key_col);
 
-	return psprintf("SELECT u.ix,"
+	return psprintf("SELECT u.ix, %s,"
 					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
-					" AND f.billing_status = 'failed'"
-					" AND f.billing_error = 'insufficient_credits'"
-					" AND %s AND %s),"
-					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
-					" AND f.billing_status = 'pending' AND %s AND %s)"
-					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3),"
-					" pg_catalog.unnest($4), pg_catalog.unnest($5))"
-					" WITH ORDINALITY AS u(o, cr, k, n, ix)",
-					cfg->relname, cfg->org_col, older, outside,
-					cfg->relname, cfg->org_col, older, outside);
+					" AND f.billing_status = 'pending'%s AND %s AND %s)%s",
+					older_unpaid_sql(cfg), cfg->relname, cfg->org_col,
+					pending_floor_sql(cfg, "f"), older_than_last_sql(cfg),
+					outside, order_check_from);
 }
 
 /*
@@ -345,21 +395,12 @@ order_check_ids_sql(const MbConfig *cfg)
 static char *
 order_check_run_sql(const MbConfig *cfg)
 {
-	const char *older = cfg->created_col ?
-		psprintf("(f.%s, f.%s) < (u.cr, u.k)", cfg->created_col, cfg->key_col) :
-		psprintf("f.%s < u.k", cfg->key_col);
-
-	return psprintf("SELECT u.ix,"
-					" EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
-					" AND f.billing_status = 'failed'"
-					" AND f.billing_error = 'insufficient_credits' AND %s),"
+	return psprintf("SELECT u.ix, %s,"
 					" (SELECT pg_catalog.count(*) FROM %s f WHERE f.%s = u.o"
-					" AND f.billing_status = 'pending' AND %s) > u.n - 1"
-					" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3),"
-					" pg_catalog.unnest($4), pg_catalog.unnest($5))"
-					" WITH ORDINALITY AS u(o, cr, k, n, ix)",
-					cfg->relname, cfg->org_col, older,
-					cfg->relname, cfg->org_col, older);
+					" AND f.billing_status = 'pending'%s AND %s) > u.n - 1%s",
+					older_unpaid_sql(cfg), cfg->relname, cfg->org_col,
+					pending_floor_sql(cfg, "f"), older_than_last_sql(cfg),
+					order_check_from);
 }
 
 /* The mode's argument type, for the statements' $2. */

@@ -20,7 +20,8 @@ OBJS = \
 	src/yield.o \
 	src/owner.o \
 	src/access.o \
-	src/retain.o
+	src/retain.o \
+	src/version.o
 
 EXTENSION = msgbilling
 DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "convert.h"
 #include "msgbilling.h"
+#include "version.h"
 #include "report.h"
 #include "resume.h"
 
@@ -93,6 +94,7 @@ process_message_billing(PG_FUNCTION_ARGS)
 
 	INSTR_TIME_SET_CURRENT(start);
 	mb_require_arg(fcinfo, 0, "message id");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
@@ -144,6 +146,7 @@ process_batch_billing(PG_FUNCTION_ARGS)
 
 	INSTR_TIME_SET_CURRENT(start);
 	mb_require_arg(fcinfo, 0, "message_ids");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	ids = mb_array_arg_as(fcinfo, 0, cfg->key_type, "message_ids");
@@ -245,6 +248,7 @@ process_all_pending(PG_FUNCTION_ARGS)
 		check_count(batch_size, 1000000, "batch_size");
 	}
 	rate_level = set_call_rate(fcinfo, 3);
+	mb_require_catalog();
 	SPI_connect();
 	mb_totals_init(&t);
 	bill_pending(fcinfo, max, batch_size, &t);
@@ -437,6 +441,7 @@ drain(PG_FUNCTION_ARGS)
 		org = CStringGetTextDatum(DatumGetCString(PG_GETARG_DATUM(1)));
 		org_type = TEXTOID;
 	}
+	mb_require_catalog();
 	SPI_connect_ext(commit ? SPI_OPT_NONATOMIC : 0);
 	mb_totals_init(&t);
 	/* the first batch looks at the whole backlog */

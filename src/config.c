@@ -24,6 +24,7 @@
 #include "msgbilling.h"
 #include "owner.h"
 #include "resume.h"
+#include "version.h"
 #include "yield.h"
 
 static MemoryContext config_cxt = NULL;
@@ -271,6 +272,7 @@ mb_config(void)
 {
 	MbConfig   *cfg;
 
+	mb_require_catalog();
 	if (config_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(CONFIG_SQL, 0, NULL);

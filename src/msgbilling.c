@@ -16,6 +16,7 @@
 #include "guard.h"
 #include "msgbilling.h"
 #include "pace.h"
+#include "version.h"
 #include "wake.h"
 #include "worker.h"
 #include "yield.h"
@@ -153,6 +154,7 @@ _PG_init(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	mb_guard_init();
+	mb_version_init();
 
 	/* PGC_POSTMASTER settings can only be defined at server start */
 	if (process_shared_preload_libraries_in_progress)

@@ -20,6 +20,7 @@
 #include "guard.h"
 #include "convert.h"
 #include "report.h"
+#include "version.h"
 
 PG_FUNCTION_INFO_V1(stats);
 PG_FUNCTION_INFO_V1(history);
@@ -108,6 +109,7 @@ stats(PG_FUNCTION_ARGS)
 	Oid			argtypes[1];
 	Datum		values[1];
 
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	argtypes[0] = cfg->org_type;
@@ -175,6 +177,7 @@ history(PG_FUNCTION_ARGS)
 	char		nulls[3] = {' ', ' ', ' '};
 	const char *created;
 
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	check_history_args(fcinfo, cfg);
@@ -266,6 +269,7 @@ verify(PG_FUNCTION_ARGS)
 	const char *t;
 	const char *o;
 
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	mb_require_sees_all("verify()");

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "convert.h"
 #include "msgbilling.h"
+#include "version.h"
 #include "wake.h"
 
 PG_FUNCTION_INFO_V1(top_up);
@@ -339,6 +340,7 @@ top_up(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 1, "amount");
 	amount = PG_GETARG_DATUM(1);
 	check_amount(amount, 1, "amount");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
@@ -378,6 +380,7 @@ adjust(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 2, "note");
 	amount = PG_GETARG_DATUM(1);
 	check_amount(amount, -1, "amount");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
@@ -403,6 +406,7 @@ balance(PG_FUNCTION_ARGS)
 	int			ret;
 
 	mb_require_arg(fcinfo, 0, "org id");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
@@ -440,6 +444,7 @@ set_overdraft(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 0, "org id");
 	mb_require_arg(fcinfo, 1, "limit");
 	check_amount(PG_GETARG_DATUM(1), 0, "overdraft limit");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	values[0] = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
@@ -554,6 +559,7 @@ refund(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	mb_require_arg(fcinfo, 0, "message id");
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	key = mb_arg_as(fcinfo, 0, cfg->key_type, "message id");
@@ -609,6 +615,7 @@ retry_failed(PG_FUNCTION_ARGS)
 	Datum		org = (Datum) 0;
 	uint64		n;
 
+	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	if (!PG_ARGISNULL(0))
@@ -632,6 +639,7 @@ repend_no_price(PG_FUNCTION_ARGS)
 	uint64		n;
 	bool		isnull;
 
+	mb_require_catalog();
 	SPI_connect();
 	if (SPI_execute("SELECT 1 FROM msgbilling.config", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read msgbilling.config");

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# test.sh — run every msgbilling test suite on a throwaway cluster and end
-# with one line "N passed, N failed".  Exits non-zero on any failure.
+# test.sh — run every msgbilling test suite on throwaway clusters, on each
+# PostgreSQL version msgbilling supports, and end with one line
+# "N passed, N failed" (the sum over the versions, which the line before it
+# lists).  Exits non-zero on any failure.
 #
-#   bash scripts/test.sh
+#   bash scripts/test.sh                  # PostgreSQL 15, 17 and 18
+#   MB_VERSIONS=15 bash scripts/test.sh   # this machine's 15 only
 #
 # Installs what it needs on Debian 12 (as root, or through sudo), builds
 # with -Werror, installs the extension, and runs the suites as the postgres
 # OS user: pg_regress and isolation (on a copy of the tree), TAP, the Node
-# example's tests, the exporter test, then a 20-second stress run.
+# example's tests, the exporter test, then a 20-second stress run.  Version
+# 15 runs here; 17 and 18 in a chroot each of the Debian release that
+# packages them (scripts/chroot.sh), made for the run and removed after it
+# (kept in $MB_CHROOTS when that is set, to be reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
+. scripts/chroot.sh
+
+MB_VERSIONS=${MB_VERSIONS:-15 17 18}
 
 passed=0
 failed=0
@@ -116,27 +125,62 @@ run_exporter() {
 # a failure before the suites report (install, build, cluster) still ends
 # with the summary line
 summarized=0
+chroots=""
 on_exit() {
     local rc=$?
     [ "$summarized" = 1 ] || echo "$passed passed, $((failed + 1)) failed"
     mb_cleanup
+    # never remove a chroot with something still mounted in it: /dev is
+    if [ -n "$chroots" ] && [ -z "${MB_CHROOTS:-}" ] && mb_chroot_umount "$chroots"; then
+        as_root rm -rf "$chroots"
+    fi
     return "$rc"
 }
 trap on_exit EXIT
-mb_install_deps
-mb_build
-mb_workdir
-cp -a . "$MB_WORK/tree"
-as_root chown -R postgres "$MB_WORK/tree"
-mb_cluster_start 5491 "max_prepared_transactions = 10"
-# installcheck runs every suite the Makefile defines: empty the others.
-run_installcheck pg_regress ISOLATION= TAP_TESTS=
-run_installcheck isolation REGRESS= TAP_TESTS=
-run_tap
-run_node
-run_exporter
-run_stress
+
+# Every suite, on this machine's PostgreSQL ($PG_MAJOR).
+run_here() {
+    mb_install_deps
+    mb_build
+    mb_workdir
+    cp -a . "$MB_WORK/tree"
+    as_root chown -R postgres "$MB_WORK/tree"
+    mb_cluster_start 5491 "max_prepared_transactions = 10"
+    # installcheck runs every suite the Makefile defines: empty the others.
+    run_installcheck pg_regress ISOLATION= TAP_TESTS=
+    run_installcheck isolation REGRESS= TAP_TESTS=
+    run_tap
+    run_node
+    run_exporter
+    run_stress
+    mb_cleanup
+    MB_WORK=""
+}
+
+# The same in PostgreSQL $1's chroot, its counts added to ours.
+run_in_chroot() {
+    local ok bad
+    echo "== PostgreSQL $1, in a Debian $(mb_release_of "$1") chroot"
+    if [ -z "$chroots" ]; then
+        chroots=${MB_CHROOTS:-$(mktemp -d /var/tmp/msgbilling-chroots.XXXXXX)}
+        as_root mkdir -p "$chroots"
+    fi
+    mb_chroot_test "$1" "$chroots" || true
+    ok=${MB_SUMMARY%% passed*}
+    bad=${MB_SUMMARY#* passed, }
+    bad=${bad%% failed}
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+}
+
+ran=""
+for v in $MB_VERSIONS; do
+    before_ok=$passed before_bad=$failed
+    if [ "$v" = "$PG_MAJOR" ]; then run_here; else run_in_chroot "$v"; fi
+    ran="$ran${ran:+; }PostgreSQL $v: $((passed - before_ok)) passed, $((failed - before_bad)) failed"
+done
 
 summarized=1
+echo "$ran"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

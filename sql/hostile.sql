@@ -324,8 +324,13 @@ SET msgbilling.batch_size = 0;
 SET msgbilling.batch_size = -1;
 SET msgbilling.batch_size = 2147483648;
 SET msgbilling.batch_size = 'all';
+-- (how PostgreSQL words a range differs between its versions: the
+-- SQLSTATE, and the setting left as it was)
+\set VERBOSITY sqlstate
 SET msgbilling.yield_interval = -1;
 SET msgbilling.yield_interval = '2s';
+\set VERBOSITY default
+SHOW msgbilling.yield_interval;
 SET msgbilling.yield_interval = '1 fortnight';
 SET msgbilling.yield_interval = 'often';
 SET msgbilling.max_rate = -1;

@@ -109,6 +109,27 @@ SELECT check_name, ok FROM msgbilling.verify() WHERE NOT ok;
 UPDATE msgbilling.config SET guards_off_since = NULL;
 SELECT check_name, ok FROM msgbilling.verify();
 
+-- A superuser's restore (row_security off, as pg_dump's scripts set it)
+-- loads billed messages into partitions that already have their guards (a
+-- parallel pg_restore creates them while other sessions load rows); any
+-- other session inserts pending messages only.
+SET row_security = off;
+INSERT INTO messages (org_id, tokens_used, created_at, billing_status)
+VALUES (:a, 1, '2025-03-05 00:00+00', 'legacy');
+CREATE ROLE regress_mb_restorer;
+GRANT INSERT ON messages TO regress_mb_restorer;
+GRANT USAGE ON SEQUENCE messages_id_seq TO regress_mb_restorer;
+SET ROLE regress_mb_restorer;
+INSERT INTO messages (org_id, tokens_used, created_at, billing_status)
+VALUES (:a, 1, '2025-03-05 00:00+00', 'legacy');
+RESET ROLE;
+RESET row_security;
+INSERT INTO messages (org_id, tokens_used, created_at, billing_status)
+VALUES (:a, 1, '2025-03-05 00:00+00', 'legacy');
+DELETE FROM messages WHERE billing_status = 'legacy';
+REVOKE ALL ON messages, messages_id_seq FROM regress_mb_restorer;
+DROP ROLE regress_mb_restorer;
+
 -- Billing order across partitions.  Org c can pay one dear message: its
 -- January one is charged, February's fails, and a cheap one of March, which
 -- would fit, fails behind it (the unpaid one is in an older partition).

@@ -227,8 +227,24 @@ SELECT message_id, created_at, tokens, model, cost_credits, billing_status,
 SELECT message_id FROM msgbilling.history(:a, 10, '2024-02-01 00:05');
 SELECT * FROM msgbilling.verify();
 SELECT msgbilling.backlog();
--- pg_cron is not installed here: schedule() says so, and nothing of evil runs
-SELECT msgbilling.schedule();
+-- pg_cron is not installed here: schedule() says so, naming the pg_cron
+-- package of this server's version (NN below), and nothing of evil runs
+DO $$
+DECLARE
+    msg text;
+    hint text;
+BEGIN
+    PERFORM msgbilling.schedule();
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+    RAISE NOTICE 'refused: %', msg;
+    RAISE NOTICE 'hint: %', pg_catalog.replace(hint,
+        pg_catalog.format('postgresql-%s-cron',
+                          pg_catalog.current_setting('server_version_num')::integer
+                          OPERATOR(pg_catalog./) 10000),
+        'postgresql-NN-cron');
+END
+$$;
 
 RESET search_path;
 

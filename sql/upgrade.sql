@@ -50,6 +50,9 @@ LANGUAGE sql AS $$
            ELSE '' END
       FROM pg_depend d
      WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+       -- from PostgreSQL 17 on, the row types of the tables are members
+       -- too: the tables stand for them
+       AND d.classid <> 'pg_type'::regclass
        AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'msgbilling')
     UNION ALL
     SELECT 'trigger ' || t.tgname, pg_get_triggerdef(t.oid) || ' ' || t.tgenabled::text

@@ -357,9 +357,6 @@ commit_batch(bool last)
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true,
 								 ERROR, false);
 	SPI_commit();
-#if PG_VERSION_NUM < 150000
-	SPI_start_transaction();
-#endif
 }
 
 /*

@@ -21,10 +21,6 @@
 #include "worker.h"
 #include "yield.h"
 
-#if PG_VERSION_NUM < 150000
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
-#endif
-
 PG_MODULE_MAGIC;
 
 int			mb_batch_size = 10000;

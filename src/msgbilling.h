@@ -8,6 +8,11 @@
 
 #include "postgres.h"
 
+/* CI builds and tests 15, 17 and 18 (scripts/test.sh); 15 is the oldest. */
+#if PG_VERSION_NUM < 150000
+#error "msgbilling needs PostgreSQL 15 or later"
+#endif
+
 /* Prefix of every log line, so log tooling can follow billing. */
 #define MB_LOG_PREFIX "[msgbilling] "
 

@@ -63,18 +63,14 @@ static bool look_all_at_commit = false;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 
 /* Reserve our shared memory (PG 15 asks for it in a hook). */
 static void
 wake_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(MbShared)));
 }
 
@@ -226,12 +222,8 @@ wake_worker(PG_FUNCTION_ARGS)
 void
 mb_wake_init(void)
 {
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = wake_shmem_request;
-#else
-	wake_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = wake_shmem_startup;
 	prev_ExecutorEnd = ExecutorEnd_hook;

@@ -8,6 +8,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes;
 use IPC::Run;
 
 my $pgbouncer = '/usr/sbin/pgbouncer';
@@ -70,8 +71,10 @@ sub pooled
 	return wantarray ? ($out, $err) : $out;
 }
 
+# pgbouncer -d returns before it listens (1.24 takes half a second): wait
+# for it, up to ten seconds
 my $tries = 0;
-$tries++ until pooled('SELECT 1') eq '1' or $tries > 50 or !sleep 0.1;
+Time::HiRes::usleep(100_000) until pooled('SELECT 1') eq '1' or $tries++ >= 100;
 is(pooled('SELECT 1'), '1', 'psql reaches the server through PgBouncer');
 
 # One client slows billing down for itself, with a session SET; it stays

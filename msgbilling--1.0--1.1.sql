@@ -748,8 +748,8 @@ DROP FUNCTION msgbilling._create_indexes(regclass, name, name, name);
 -- a message leaves them when it is billed, and billing a message inserts
 -- into none of them.  No full index on billing_status: every billed message
 -- would add an entry to it.  history() reads an org's messages by the org
--- column, through the app's own index on it (most apps have one; the
--- docs/REFERENCE.md says which to create otherwise).  charged_at gets none: no
+-- column, through the app's own index on it (most apps have one;
+-- docs/reference.md says which to create otherwise).  charged_at gets none: no
 -- msgbilling query filters on it.
 CREATE FUNCTION msgbilling._create_indexes(rel regclass, key_col name,
                                            org_col name, created_col name,

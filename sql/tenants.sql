@@ -5,7 +5,7 @@
 -- "authenticated", with their user id in the request's settings; the
 -- messages table has row level security, FORCEd, with a policy that shows
 -- a user the messages of the orgs they are a member of.  The app role has
--- the grants docs/REFERENCE.md recommends.  stats(), history() and balance() give
+-- the grants docs/reference.md recommends.  stats(), history() and balance() give
 -- an org's data only to a role that may read that org's messages;
 -- billing still sees every row.
 --
@@ -39,7 +39,7 @@ CREATE POLICY members ON messages
 SELECT msgbilling.attach('messages', model_column => 'model',
                          created_column => 'created_at');
 
--- the grants of docs/REFERENCE.md: the app writes its messages and reads the wallet
+-- the grants of docs/reference.md: the app writes its messages and reads the wallet
 -- page; the biller bills
 GRANT USAGE ON SCHEMA msgbilling TO regress_mb_authenticated;
 GRANT INSERT, SELECT ON messages TO regress_mb_authenticated;

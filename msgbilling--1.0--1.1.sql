@@ -74,6 +74,65 @@ DROP FUNCTION msgbilling.set_price(text, numeric, timestamptz);
 -- A message costs less than 10,000 credits (cost_credits is numeric(10,6)):
 -- at a price of 10,000 or more, every message of a token or more would
 -- fail with cost_out_of_range, so such a price is refused.
+-- A price's or tariff's amount: given, zero or more, finite, below 10000
+-- (a message costs at most 9999.999999), or a clear error naming it.
+CREATE FUNCTION msgbilling._check_tariff_amount(name text, amount numeric)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF amount IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', name
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount < 0 OR amount >= 'Infinity' THEN
+        RAISE EXCEPTION '% must be zero or more and finite, not %', name, amount
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF amount >= 10000 THEN
+        -- echoed cut short: the value may have 131,072 digits
+        RAISE EXCEPTION '% must be below 10000, not %', name,
+                        CASE WHEN pg_catalog.length(amount::pg_catalog.text) > 40
+                             THEN pg_catalog.left(amount::pg_catalog.text, 40) || '...'
+                             ELSE amount::pg_catalog.text END
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = 'A message costs at most 9999.999999 credits.';
+    END IF;
+END;
+$$;
+
+-- A new version of a model's price or tariff: effective from a finite
+-- time, for a named model or the default (NULL), and new.
+CREATE FUNCTION msgbilling._check_new_version(model text, effective_from timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF effective_from IS NULL OR effective_from IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION 'effective_from must be finite, not %',
+                        COALESCE(effective_from::pg_catalog.text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF model = '' THEN
+        RAISE EXCEPTION 'model must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to set the default price.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM msgbilling.prices p
+                WHERE p.model IS NOT DISTINCT FROM _check_new_version.model
+                  AND p.effective_from = _check_new_version.effective_from) THEN
+        RAISE EXCEPTION 'a price for % effective from % already exists',
+                        COALESCE('model ' || pg_catalog.quote_literal(model), 'the default'),
+                        effective_from
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = 'Prices are versioned and never rewritten.',
+                  HINT = 'Set the new price with a later effective_from.';
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION msgbilling.set_price(model text, credits_per_token numeric,
                                      effective_from timestamptz DEFAULT pg_catalog.now())
 RETURNS bigint
@@ -84,43 +143,8 @@ AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    IF credits_per_token IS NULL OR effective_from IS NULL THEN
-        RAISE EXCEPTION 'credits_per_token and effective_from must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF credits_per_token < 0 OR credits_per_token >= 'Infinity' THEN
-        RAISE EXCEPTION 'credits_per_token must be zero or more and finite, not %',
-                        credits_per_token
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF credits_per_token >= 10000 THEN
-        -- echoed cut short: the value may have 131,072 digits
-        RAISE EXCEPTION 'credits_per_token must be below 10000, not %',
-                        CASE WHEN pg_catalog.length(credits_per_token::pg_catalog.text) > 40
-                             THEN pg_catalog.left(credits_per_token::pg_catalog.text, 40) || '...'
-                             ELSE credits_per_token::pg_catalog.text END
-            USING ERRCODE = 'numeric_value_out_of_range',
-                  DETAIL = 'A message costs at most 9999.999999 credits: at this price a single token would cost more.';
-    END IF;
-    IF effective_from IN ('infinity', '-infinity') THEN
-        RAISE EXCEPTION 'effective_from must be finite, not %', effective_from
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF model = '' THEN
-        RAISE EXCEPTION 'model must not be empty'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass NULL to set the default price.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM msgbilling.prices p
-                WHERE p.model IS NOT DISTINCT FROM set_price.model
-                  AND p.effective_from = set_price.effective_from) THEN
-        RAISE EXCEPTION 'a price for % effective from % already exists',
-                        COALESCE('model ' || pg_catalog.quote_literal(model), 'the default'),
-                        effective_from
-            USING ERRCODE = 'unique_violation',
-                  DETAIL = 'Prices are versioned and never rewritten.',
-                  HINT = 'Set the new price with a later effective_from.';
-    END IF;
+    PERFORM msgbilling._check_tariff_amount('credits_per_token', credits_per_token);
+    PERFORM msgbilling._check_new_version(model, effective_from);
     INSERT INTO msgbilling.prices (model, credits_per_token, effective_from)
     VALUES (model, credits_per_token, effective_from)
     RETURNING id INTO new_id;
@@ -993,3 +1017,94 @@ REVOKE ALL ON FUNCTION msgbilling._index_statements(regclass, text[], name, name
 DROP FUNCTION msgbilling._save_grants(regprocedure),
     msgbilling._restore_grants(regprocedure, text);
 DROP TABLE msgbilling._saved_grants;
+
+-------------------------------------------------------------------------------
+-- Tariffs: token rates, a fee per message, a minimum charge and how the
+-- cost is rounded.  A price row is a tariff, its credits_per_token the
+-- input rate; a row set_price adds means what the defaults say: output and
+-- cached tokens at that rate, no fee, no minimum, rounded to the nearest
+-- 0.000001 (output_per_token NULL: the input rate).
+-------------------------------------------------------------------------------
+
+ALTER TABLE msgbilling.prices
+    ADD COLUMN output_per_token numeric
+        CHECK (output_per_token >= 0 AND output_per_token < 10000),
+    ADD COLUMN cached_per_token numeric
+        CHECK (cached_per_token >= 0 AND cached_per_token < 10000),
+    ADD COLUMN per_message numeric NOT NULL DEFAULT 0
+        CHECK (per_message >= 0 AND per_message < 10000),
+    ADD COLUMN minimum_charge numeric NOT NULL DEFAULT 0
+        CHECK (minimum_charge >= 0 AND minimum_charge < 10000),
+    ADD COLUMN increment numeric NOT NULL DEFAULT 0.000001
+        CHECK (increment > 0 AND increment < 10000 AND increment % 0.000001 = 0),
+    ADD COLUMN rounding text NOT NULL DEFAULT 'nearest'
+        CHECK (rounding IN ('nearest', 'up', 'down'));
+
+CREATE FUNCTION msgbilling.set_tariff(model text, input_per_token numeric,
+                                      output_per_token numeric,
+                                      cached_per_token numeric DEFAULT NULL,
+                                      per_message numeric DEFAULT 0,
+                                      minimum_charge numeric DEFAULT 0,
+                                      increment numeric DEFAULT 0.000001,
+                                      rounding text DEFAULT 'nearest',
+                                      effective_from timestamptz DEFAULT pg_catalog.now())
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM msgbilling._check_tariff_amount('input_per_token', input_per_token);
+    PERFORM msgbilling._check_tariff_amount('output_per_token', output_per_token);
+    IF cached_per_token IS NOT NULL THEN
+        PERFORM msgbilling._check_tariff_amount('cached_per_token', cached_per_token);
+    END IF;
+    PERFORM msgbilling._check_tariff_amount('per_message', per_message);
+    PERFORM msgbilling._check_tariff_amount('minimum_charge', minimum_charge);
+    PERFORM msgbilling._check_tariff_amount('increment', increment);
+    IF increment = 0 OR increment % 0.000001 <> 0 THEN
+        RAISE EXCEPTION 'increment must be a positive multiple of 0.000001, not %', increment
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Costs are kept to six decimal places.';
+    END IF;
+    IF rounding IS NULL OR rounding NOT IN ('nearest', 'up', 'down') THEN
+        RAISE EXCEPTION 'unknown rounding %', COALESCE(pg_catalog.quote_literal(rounding), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''nearest'' (half away from zero), ''up'' or ''down''.';
+    END IF;
+    PERFORM msgbilling._check_new_version(model, effective_from);
+    INSERT INTO msgbilling.prices (model, credits_per_token, output_per_token,
+                                   cached_per_token, per_message, minimum_charge,
+                                   increment, rounding, effective_from)
+    VALUES (model, input_per_token, output_per_token, cached_per_token, per_message,
+            minimum_charge, increment, rounding, effective_from);
+    -- Messages that failed for want of a price may have one now.
+    PERFORM msgbilling._repend_no_price();
+END;
+$$;
+
+-- The tariff a message of model created at time at is billed at: the
+-- model's own, else the default (tariff_model NULL); no row when neither.
+CREATE FUNCTION msgbilling.tariff_at(model text, at timestamptz DEFAULT pg_catalog.now())
+RETURNS TABLE (tariff_model text, input_per_token numeric, output_per_token numeric,
+               cached_per_token numeric, per_message numeric, minimum_charge numeric,
+               increment numeric, rounding text, effective_from timestamptz)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.model, p.credits_per_token, COALESCE(p.output_per_token, p.credits_per_token),
+           p.cached_per_token, p.per_message, p.minimum_charge, p.increment, p.rounding,
+           p.effective_from
+      FROM msgbilling.prices p
+     WHERE (p.model = $1 OR p.model IS NULL) AND p.effective_from <= $2
+     ORDER BY p.model IS NULL, p.effective_from DESC
+     LIMIT 1
+$$;
+
+-- A tariff decides what every message costs: for the roles granted it.
+REVOKE ALL ON FUNCTION msgbilling._check_tariff_amount(text, numeric),
+    msgbilling._check_new_version(text, timestamptz),
+    msgbilling.set_tariff(text, numeric, numeric, numeric, numeric, numeric, numeric,
+                          text, timestamptz),
+    msgbilling.tariff_at(text, timestamptz) FROM PUBLIC;

@@ -7,11 +7,15 @@
  * into memory and prices every message there, instead of joining the
  * price table once per message.
  *
- * cost = round(tokens * price, 6), half away from zero.  Tokens are an
- * integer and a price is a short decimal, so the cost is computed in
- * 128-bit integers, exactly, when the price's digits fit in 18; other
- * prices (or a compiler without 128-bit integers) go through numeric.
- * Both give the same numeric(10,6) value.
+ * A price row is a tariff.  cost = round(tokens * price, 6), half away
+ * from zero, for a plain one (no fee, no minimum, rounded to the nearest
+ * 0.000001, as every set_price row): tokens are an integer and a price is
+ * a short decimal, so the cost is computed in 128-bit integers, exactly,
+ * when the price's digits fit in 18; other prices (or a compiler without
+ * 128-bit integers) go through numeric.  Both give the same numeric(10,6)
+ * value.  Any other tariff's cost is computed in numeric, exactly:
+ * max(per_message + tokens * price, minimum_charge), rounded to a multiple
+ * of its increment.
  */
 #include "postgres.h"
 
@@ -26,7 +30,8 @@
 static char *
 prices_sql(const MbConfig *cfg)
 {
-	return pstrdup("SELECT model, effective_from, credits_per_token"
+	return pstrdup("SELECT model, effective_from, credits_per_token,"
+				   " per_message, minimum_charge, increment, rounding"
 				   " FROM msgbilling.prices"
 				   " ORDER BY model COLLATE \"C\" NULLS FIRST, effective_from");
 }
@@ -69,6 +74,34 @@ scale_price(MbPrice *p)
 
 static Datum numeric_cost_limit(void);
 
+static bool
+numeric_eq_text(Datum n, const char *text)
+{
+	return DatumGetBool(DirectFunctionCall2(numeric_eq, n,
+											DirectFunctionCall3(numeric_in,
+																CStringGetDatum(text),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1))));
+}
+
+/* The tariff's fee, minimum and rounding: columns 4 to 7 (NOT NULL). */
+static void
+load_tariff(MbPrice *p, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	char	   *rounding = SPI_getvalue(tup, desc, 7);
+
+	p->per_message = SPI_getbinval(tup, desc, 4, &isnull);
+	p->minimum_charge = SPI_getbinval(tup, desc, 5, &isnull);
+	p->increment = SPI_getbinval(tup, desc, 6, &isnull);
+	p->rounding = strcmp(rounding, "up") == 0 ? MB_ROUND_UP :
+		strcmp(rounding, "down") == 0 ? MB_ROUND_DOWN : MB_ROUND_NEAREST;
+	p->plain = p->rounding == MB_ROUND_NEAREST &&
+		numeric_eq_text(p->per_message, "0") &&
+		numeric_eq_text(p->minimum_charge, "0") &&
+		numeric_eq_text(p->increment, "0.000001");
+}
+
 /* All prices, in the current memory context. */
 MbPriceList *
 mb_prices_load(void)
@@ -97,6 +130,7 @@ mb_prices_load(void)
 														 p->credits_per_token,
 														 numeric_cost_limit())) >= 0;
 		p->scaled = scale_price(p);
+		load_tariff(p, tt->vals[i], tt->tupdesc);
 	}
 	return list;
 }
@@ -210,6 +244,56 @@ numeric_cost_limit(void)
 	return limit;
 }
 
+static int
+num_cmp(Datum a, Datum b)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, a, b));
+}
+
+/*
+ * raw (0 or more) as a multiple of increment, rounded as the tariff says:
+ * from the whole number of increments it holds and what is left over.
+ */
+static Datum
+round_to_increment(Datum raw, const MbPrice *price)
+{
+	Datum		steps = DirectFunctionCall2(numeric_div_trunc, raw, price->increment);
+	Datum		left = DirectFunctionCall2(numeric_mod, raw, price->increment);
+	Datum		zero = NumericGetDatum(int64_to_numeric(0));
+	bool		more;
+
+	if (price->rounding == MB_ROUND_DOWN)
+		more = false;
+	else if (price->rounding == MB_ROUND_UP)
+		more = num_cmp(left, zero) > 0;
+	else						/* half away from zero: left >= increment / 2 */
+		more = num_cmp(DirectFunctionCall2(numeric_add, left, left),
+					   price->increment) >= 0;
+	if (more)
+		steps = DirectFunctionCall2(numeric_add, steps,
+									NumericGetDatum(int64_to_numeric(1)));
+	return DirectFunctionCall2(numeric_mul, steps, price->increment);
+}
+
+/* The cost of tokens at a tariff that is not plain, in numeric. */
+static bool
+tariff_cost(const MbPrice *price, int64 tokens, Datum *cost)
+{
+	Datum		raw;
+
+	/* checked first: the product of an absurd price overflows numeric */
+	if (price->too_large && tokens > 0)
+		return false;
+	raw = DirectFunctionCall2(numeric_mul,
+							  NumericGetDatum(int64_to_numeric(tokens)),
+							  price->credits_per_token);
+	raw = DirectFunctionCall2(numeric_add, raw, price->per_message);
+	if (num_cmp(raw, price->minimum_charge) < 0)
+		raw = price->minimum_charge;
+	*cost = round_to_increment(raw, price);
+	return num_cmp(*cost, numeric_cost_limit()) < 0;
+}
+
 /*
  * The cost of tokens (0 or more) at price: false when it is too large for
  * a numeric(10,6).
@@ -218,6 +302,9 @@ bool
 mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
 {
 	Datum		exact;
+
+	if (!price->plain)
+		return tariff_cost(price, tokens, cost);
 
 #ifdef HAVE_INT128
 	if (price->scaled)

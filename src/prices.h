@@ -10,6 +10,14 @@
 
 #include "utils/timestamp.h"
 
+/* How a tariff rounds a cost to a multiple of its increment. */
+typedef enum MbRounding
+{
+	MB_ROUND_NEAREST,			/* half away from zero */
+	MB_ROUND_UP,
+	MB_ROUND_DOWN
+} MbRounding;
+
 typedef struct MbPrice
 {
 	char	   *model;			/* NULL: the default price */
@@ -21,6 +29,12 @@ typedef struct MbPrice
 								 * for mb_cost's integer arithmetic */
 	int64		units;
 	int			scale;
+	/* the rest of the tariff; plain: no fee, no minimum, nearest 0.000001 */
+	bool		plain;
+	Datum		per_message;	/* numeric */
+	Datum		minimum_charge; /* numeric */
+	Datum		increment;		/* numeric */
+	MbRounding	rounding;
 } MbPrice;
 
 typedef struct MbPriceList

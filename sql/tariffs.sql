@@ -96,6 +96,37 @@ SELECT * FROM msgbilling.process_all_pending();
 SELECT id, tokens_used, cost_credits FROM messages WHERE model = 'whatsapp' ORDER BY id;
 
 -------------------------------------------------------------------------------
+-- Both ways of computing a tariff's cost agree with the formula in SQL:
+-- 128-bit integers (a short rate), numeric (the same rate written with 21
+-- digits), for 0 to 3,000 tokens, each rounding
+-------------------------------------------------------------------------------
+CREATE TABLE formula (model text, rate numeric, fee numeric, minimum numeric,
+                      inc numeric, rounding text);
+INSERT INTO formula
+SELECT r || '_' || w, CASE w WHEN 'int' THEN 0.0013 ELSE 0.00130000000000000000 END,
+       0.25, 1.5, CASE r WHEN 'up' THEN 1 WHEN 'down' THEN 0.5 ELSE 0.01 END, r
+  FROM unnest(ARRAY['nearest', 'up', 'down']) r, unnest(ARRAY['int', 'num']) w;
+SELECT count(msgbilling.set_tariff(model, rate, rate, per_message => fee,
+                                   minimum_charge => minimum, increment => inc,
+                                   rounding => rounding, effective_from => '2024-01-01'))
+  FROM formula;
+INSERT INTO messages
+SELECT 1000 + 10000 * f.n + t, 1, t, f.model, '2024-02-01'
+  FROM (SELECT model, row_number() OVER (ORDER BY model) AS n FROM formula) f,
+       generate_series(0, 3000) t;
+SELECT charged, failed FROM msgbilling.process_all_pending();
+SELECT f.rounding, count(*) AS messages,
+       count(*) FILTER (WHERE m.cost_credits <> CASE f.rounding
+           WHEN 'nearest' THEN round(greatest(f.fee + m.tokens_used * f.rate, f.minimum) / f.inc)
+           WHEN 'up' THEN ceil(greatest(f.fee + m.tokens_used * f.rate, f.minimum) / f.inc)
+           ELSE floor(greatest(f.fee + m.tokens_used * f.rate, f.minimum) / f.inc) END * f.inc)
+           AS not_as_the_formula,
+       min(m.cost_credits), max(m.cost_credits)
+  FROM messages m JOIN formula f ON f.model = m.model
+ GROUP BY f.rounding ORDER BY 1;
+DROP TABLE formula;
+
+-------------------------------------------------------------------------------
 -- A tariff change mid-backlog: each message at the tariff in effect when
 -- it was created
 -------------------------------------------------------------------------------
@@ -118,7 +149,7 @@ INSERT INTO messages VALUES (71, 1, 1, 'dear', '2024-02-01'),
                             (73, 1, 1, 'whatsapp', '2024-03-02');
 SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, billing_error, cost_credits FROM messages
- WHERE id >= 71 ORDER BY id;
+ WHERE id BETWEEN 71 AND 73 ORDER BY id;
 SELECT msgbilling.balance(1) AS before_refund,
        (SELECT cost_credits FROM messages WHERE id = 55) AS cost_of_55;
 SELECT msgbilling.refund(55) AS after_refund;

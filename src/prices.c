@@ -13,9 +13,10 @@
  * a short decimal, so the cost is computed in 128-bit integers, exactly,
  * when the price's digits fit in 18; other prices (or a compiler without
  * 128-bit integers) go through numeric.  Both give the same numeric(10,6)
- * value.  Any other tariff's cost is computed in numeric, exactly:
- * max(per_message + tokens * price, minimum_charge), rounded to a multiple
- * of its increment.
+ * value.  Any other tariff's cost is max(per_message + tokens * price,
+ * minimum_charge), rounded to a multiple of its increment: in 128-bit
+ * integers too when its fee, minimum and increment have no more than six
+ * decimals, else in numeric; both exact.
  */
 #include "postgres.h"
 
@@ -84,6 +85,24 @@ numeric_eq_text(Datum n, const char *text)
 																Int32GetDatum(-1))));
 }
 
+/*
+ * An amount of 0 to 10000 (the table's CHECKs) in millionths; false when
+ * it has more than six decimals.
+ */
+static bool
+numeric_micros(Datum amount, int64 *micros)
+{
+	Datum		scaled = DirectFunctionCall2(numeric_mul, amount,
+											 NumericGetDatum(int64_to_numeric(1000000)));
+
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, scaled,
+										  DirectFunctionCall2(numeric_trunc, scaled,
+															  Int32GetDatum(0)))))
+		return false;
+	*micros = DatumGetInt64(DirectFunctionCall1(numeric_int8, scaled));
+	return true;
+}
+
 /* The tariff's fee, minimum and rounding: columns 4 to 7 (NOT NULL). */
 static void
 load_tariff(MbPrice *p, HeapTuple tup, TupleDesc desc)
@@ -96,6 +115,9 @@ load_tariff(MbPrice *p, HeapTuple tup, TupleDesc desc)
 	p->increment = SPI_getbinval(tup, desc, 6, &isnull);
 	p->rounding = strcmp(rounding, "up") == 0 ? MB_ROUND_UP :
 		strcmp(rounding, "down") == 0 ? MB_ROUND_DOWN : MB_ROUND_NEAREST;
+	p->tariff_scaled = numeric_micros(p->per_message, &p->fee_micros) &&
+		numeric_micros(p->minimum_charge, &p->min_micros) &&
+		numeric_micros(p->increment, &p->inc_micros);
 	p->plain = p->rounding == MB_ROUND_NEAREST &&
 		numeric_eq_text(p->per_message, "0") &&
 		numeric_eq_text(p->minimum_charge, "0") &&
@@ -225,6 +247,35 @@ scaled_cost_micros(const MbPrice *price, int64 tokens)
 		product *= pow10_128(6 - price->scale);
 	return product < MB_COST_LIMIT_MICROS ? (int64) product : -1;
 }
+
+/*
+ * The same for a tariff whose fee, minimum and increment are whole
+ * millionths, exactly: at the scale of the price or of millionths,
+ * whichever is finer, max(fee + tokens * price, minimum), then rounded to
+ * the increment.  Below 10000 a price has fewer than 10 + scale digits, so
+ * with tokens up to 10^15 every term stays below 10^34.
+ */
+static int64
+scaled_tariff_micros(const MbPrice *price, int64 tokens)
+{
+	int			scale = Max(price->scale, 6);
+	int128		to_scale = pow10_128(scale - 6);
+	int128		raw = (int128) tokens * price->units * pow10_128(scale - price->scale) +
+		price->fee_micros * to_scale;
+	int128		increment = price->inc_micros * to_scale;
+	int128		steps;
+	int128		left;
+
+	raw = Max(raw, price->min_micros * to_scale);
+	steps = raw / increment;
+	left = raw % increment;
+	if (price->rounding == MB_ROUND_UP)
+		steps += left > 0;
+	else if (price->rounding == MB_ROUND_NEAREST)
+		steps += 2 * left >= increment;
+	steps *= price->inc_micros;
+	return steps < MB_COST_LIMIT_MICROS ? (int64) steps : -1;
+}
 #endif
 
 /* MB_COST_LIMIT_MICROS in credits, as numeric: built once, kept. */
@@ -284,6 +335,17 @@ tariff_cost(const MbPrice *price, int64 tokens, Datum *cost)
 	/* checked first: the product of an absurd price overflows numeric */
 	if (price->too_large && tokens > 0)
 		return false;
+#ifdef HAVE_INT128
+	if (price->scaled && price->tariff_scaled)
+	{
+		int64		micros = scaled_tariff_micros(price, tokens);
+
+		if (micros < 0)
+			return false;
+		*cost = NumericGetDatum(int64_div_fast_to_numeric(micros, 6));
+		return true;
+	}
+#endif
 	raw = DirectFunctionCall2(numeric_mul,
 							  NumericGetDatum(int64_to_numeric(tokens)),
 							  price->credits_per_token);

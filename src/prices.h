@@ -35,6 +35,11 @@ typedef struct MbPrice
 	Datum		minimum_charge; /* numeric */
 	Datum		increment;		/* numeric */
 	MbRounding	rounding;
+	/* the three in millionths, when they have no more than six decimals */
+	bool		tariff_scaled;
+	int64		fee_micros;
+	int64		min_micros;
+	int64		inc_micros;
 } MbPrice;
 
 typedef struct MbPriceList

@@ -96,6 +96,15 @@ SELECT msgbilling.balance(:a);
 SELECT msgbilling.refund(2);
 SELECT * FROM msgbilling.stats();
 SELECT * FROM msgbilling.verify();
+-- objects of a version this library does not know (a newer one's): the
+-- hint is to install that library (a new session checks afresh)
+UPDATE pg_extension SET extversion = '1.9' WHERE extname = 'msgbilling';
+\c
+SELECT * FROM msgbilling.process_all_pending();
+UPDATE pg_extension SET extversion = '1.0' WHERE extname = 'msgbilling';
+\c
+\set VERBOSITY default
+\set SHOW_CONTEXT never
 -- an app trigger that bills on insert warns; the message stays pending
 CREATE TRIGGER bill_each AFTER INSERT ON messages
     FOR EACH ROW EXECUTE FUNCTION msgbilling.bill_on_insert();

@@ -28,7 +28,7 @@ DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text null_org \
-	table_owner partitioned tenants retention attach_live tariffs \
+	table_owner partitioned tenants retention attach_live tariffs token_columns \
 	refund_retry report drain trigger privileges hostile search_path \
 	create_conflict upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress

@@ -283,7 +283,7 @@ BEGIN
                               ' EXECUTE FUNCTION msgbilling._guard_messages()',
                               org, rel, org, org);
     EXECUTE pg_catalog.format('CREATE TRIGGER msgbilling_guard_delete AFTER DELETE ON %s'
-                              ' FOR EACH ROW WHEN (OLD.billing_status <> ''legacy'')'
+                              ' FOR EACH ROW WHEN (OLD.billing_status NOT IN (''legacy'', ''no_charge''))'
                               ' EXECUTE FUNCTION msgbilling._retain_deleted()', rel);
     PERFORM msgbilling._create_truncate_guard(rel);
     FOR part IN SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p WHERE p.level > 0 LOOP
@@ -863,18 +863,66 @@ BEGIN
 END;
 $$;
 
+-- What a message is billed for: at least one token column, each an
+-- integer column of rel, and never two of them for the same tokens.
+CREATE FUNCTION msgbilling._check_token_columns(rel regclass, tokens name,
+                                                input name, output name,
+                                                cached name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols name[] := ARRAY[tokens, input, output, cached];
+    roles text[] := ARRAY['tokens', 'input_tokens', 'output_tokens', 'cached_tokens'];
+    i integer;
+BEGIN
+    IF tokens IS NULL AND input IS NULL AND output IS NULL THEN
+        RAISE EXCEPTION 'no token column to bill messages by'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass tokens_column, or input_tokens_column and output_tokens_column.';
+    END IF;
+    IF tokens IS NOT NULL AND input IS NOT NULL THEN
+        RAISE EXCEPTION 'tokens_column and input_tokens_column cannot both be set'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Both are billed at the input rate: a message''s input would be charged twice.',
+                  HINT = 'Pass tokens_column => NULL with input_tokens_column and output_tokens_column.';
+    END IF;
+    FOR i IN 1 .. 4 LOOP
+        CONTINUE WHEN cols[i] IS NULL;
+        PERFORM msgbilling._column_type(rel, cols[i], roles[i], '{smallint,integer,bigint}');
+        IF cols[i] = ANY (cols[i + 1 :]) THEN
+            RAISE EXCEPTION 'column "%" is named twice among the token columns', cols[i]
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Token columns are disjoint counts: each token is billed once.';
+        END IF;
+    END LOOP;
+END;
+$$;
+
 -- concurrently: attach a large table while the app writes to it, holding
 -- its INSERTs for milliseconds: only catalog changes (columns with constant
 -- defaults, triggers, the configuration), no scan of the table and no
 -- index built; attach_index_statements() then builds the indexes
 -- CONCURRENTLY, and billing waits for them.  The existing rows are legacy.
+--
+-- The token columns are disjoint counts, each billed at its tariff's rate:
+-- input_tokens_column (uncached input), output_tokens_column and
+-- cached_tokens_column (cache-read input); tokens_column alone is billed at
+-- the input rate, and is left NULL when input_tokens_column is named (both
+-- would be input).  billable_column (boolean): a message whose value is
+-- false is no_charge.
 CREATE FUNCTION msgbilling.attach(messages regclass,
                                   org_column name DEFAULT 'org_id',
                                   tokens_column name DEFAULT 'tokens_used',
                                   model_column name DEFAULT NULL,
                                   created_column name DEFAULT NULL,
                                   bill_existing boolean DEFAULT false,
-                                  concurrently boolean DEFAULT false)
+                                  concurrently boolean DEFAULT false,
+                                  input_tokens_column name DEFAULT NULL,
+                                  output_tokens_column name DEFAULT NULL,
+                                  cached_tokens_column name DEFAULT NULL,
+                                  billable_column name DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -924,8 +972,14 @@ BEGIN
     pk := msgbilling._primary_key(messages);
     org_type := msgbilling._column_type(messages, org_column, 'org',
                                         '{uuid,bigint,integer,text}');
-    PERFORM msgbilling._column_type(messages, tokens_column, 'tokens',
-                                    '{smallint,integer,bigint}');
+    PERFORM msgbilling._check_token_columns(messages, tokens_column,
+                                            input_tokens_column,
+                                            output_tokens_column,
+                                            cached_tokens_column);
+    IF billable_column IS NOT NULL THEN
+        PERFORM msgbilling._column_type(messages, billable_column, 'billable',
+                                        '{boolean}');
+    END IF;
     IF model_column IS NOT NULL THEN
         PERFORM msgbilling._column_type(messages, model_column, 'model',
                                         '{text,character varying}');
@@ -962,9 +1016,13 @@ BEGIN
     -- the config row's trigger gives the wallets and ledger the org type
     INSERT INTO msgbilling.config (messages, key_column, org_column,
                                    tokens_column, model_column,
-                                   created_column, org_type, index_names)
+                                   created_column, org_type,
+                                   input_tokens_column, output_tokens_column,
+                                   cached_tokens_column, billable_column,
+                                   index_names)
     VALUES (messages, pk.col, org_column, tokens_column, model_column,
-            created_column, org_type,
+            created_column, org_type, input_tokens_column,
+            output_tokens_column, cached_tokens_column, billable_column,
             msgbilling._create_indexes(messages, pk.col, org_column,
                                        created_column, NOT live));
     PERFORM msgbilling._create_guards(messages);
@@ -1003,12 +1061,99 @@ $$;
 
 -- attach and detach alter the app's table and msgbilling's own tables:
 -- they are for the extension's owner (a DBA), who may grant them.
-SELECT msgbilling._restore_grants('msgbilling.attach(regclass, name, name, name, name, boolean, boolean)',
+SELECT msgbilling._restore_grants('msgbilling.attach(regclass, name, name, name, name, boolean, boolean, name, name, name, name)',
                                   'msgbilling.attach(regclass,name,name,name,name,boolean)');
 REVOKE ALL ON FUNCTION msgbilling._index_statements(regclass, text[], name, name, name, boolean),
     msgbilling._create_indexes(regclass, name, name, name, boolean),
     msgbilling._require_created_not_null(regclass, name, boolean),
+    msgbilling._check_token_columns(regclass, name, name, name, name),
     msgbilling.attach_index_statements() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- What a message is billed for: input, output and cached token columns, and
+-- a billable column; a message that is not billable is no_charge
+-------------------------------------------------------------------------------
+
+ALTER TABLE msgbilling.config
+    ALTER COLUMN tokens_column DROP NOT NULL,
+    ADD COLUMN input_tokens_column name,
+    ADD COLUMN output_tokens_column name,
+    ADD COLUMN cached_tokens_column name,
+    ADD COLUMN billable_column name,
+    ADD CONSTRAINT config_some_tokens
+        CHECK (tokens_column IS NOT NULL OR input_tokens_column IS NOT NULL
+               OR output_tokens_column IS NOT NULL);
+
+-- no_charge messages (cost 0, never debited), counted like the charged ones
+ALTER TABLE msgbilling.credits
+    ADD COLUMN no_charge_messages bigint NOT NULL DEFAULT 0;
+
+-- A re-attached table's no_charge messages stay so: they owe nothing.
+DROP FUNCTION msgbilling._adopt_status(regclass, boolean);
+CREATE FUNCTION msgbilling._adopt_status(rel regclass, bill_existing boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    odd text;
+BEGIN
+    EXECUTE pg_catalog.format('SELECT billing_status FROM %s WHERE billing_status NOT IN'
+                              ' (''pending'', ''charged'', ''failed'', ''refunded'','
+                              ' ''no_charge'', ''legacy'') LIMIT 1', rel) INTO odd;
+    IF odd IS NOT NULL THEN
+        RAISE EXCEPTION 'column billing_status of table % holds a value msgbilling does not know: %',
+                        rel, pg_catalog.quote_literal(odd)
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Map the values to pending, charged, failed, refunded, no_charge or legacy first.';
+    END IF;
+    EXECUTE pg_catalog.format('UPDATE %s SET billing_status = %L WHERE billing_status IS NULL',
+                              rel, CASE WHEN bill_existing THEN 'pending' ELSE 'legacy' END);
+    -- Messages the old system marked charged have no ledger entry here:
+    -- they were paid outside msgbilling, which makes them legacy.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = rel AND a.attname = 'billing_ledger_id'
+                  AND NOT a.attisdropped) THEN
+        EXECUTE pg_catalog.format('UPDATE %s SET billing_status = ''legacy'''
+                                  ' WHERE billing_status IN (''charged'', ''refunded'')'
+                                  ' AND billing_ledger_id IS NULL', rel);
+    ELSE
+        EXECUTE pg_catalog.format('UPDATE %s SET billing_status = ''legacy'''
+                                  ' WHERE billing_status IN (''charged'', ''refunded'')', rel);
+    END IF;
+    EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN billing_status SET NOT NULL,'
+                              ' ALTER COLUMN billing_status SET DEFAULT ''pending''', rel);
+END;
+$$;
+REVOKE ALL ON FUNCTION msgbilling._adopt_status(regclass, boolean) FROM PUBLIC;
+
+-- stats() counts no_charge messages; history() shows each token count
+-- (tokens is their sum).
+SELECT msgbilling._save_grants('msgbilling.stats("any")');
+SELECT msgbilling._save_grants('msgbilling.history("any", integer, timestamptz)');
+DROP FUNCTION msgbilling.stats("any");
+DROP FUNCTION msgbilling.history("any", integer, timestamptz);
+
+CREATE FUNCTION msgbilling.stats(org_id "any" DEFAULT NULL)
+RETURNS TABLE (pending bigint, charged bigint, failed bigint, refunded bigint,
+               credits_charged numeric, oldest_pending timestamptz,
+               no_charge bigint)
+AS 'MODULE_PATHNAME', 'stats'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.history(org_id "any", max_rows integer DEFAULT 50,
+                                   before timestamptz DEFAULT NULL)
+RETURNS TABLE (message_id text, created_at timestamptz, tokens bigint,
+               model text, cost_credits numeric, billing_status text,
+               charged_at timestamptz, failure_reason text,
+               input_tokens bigint, output_tokens bigint, cached_tokens bigint)
+AS 'MODULE_PATHNAME', 'history'
+LANGUAGE C STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+SELECT msgbilling._restore_grants('msgbilling.stats("any")');
+SELECT msgbilling._restore_grants('msgbilling.history("any", integer, timestamptz)');
 
 -------------------------------------------------------------------------------
 -- Done replacing functions

@@ -35,6 +35,7 @@ typedef struct BatchOrg
 	Datum		limit;			/* numeric: balance + overdraft limit */
 	Datum		charge;			/* numeric: sum of charged costs */
 	int			ncharged;
+	int			nfree;			/* its no_charge messages */
 	int64		ledger_id;
 } BatchOrg;
 
@@ -42,7 +43,8 @@ typedef enum RowOutcome
 {
 	ROW_PENDING,				/* not decided: left pending */
 	ROW_CHARGED,
-	ROW_FAILED
+	ROW_FAILED,
+	ROW_NO_CHARGE				/* not billable: cost 0, no debit */
 } RowOutcome;
 
 /* One claimed message and what was decided for it. */
@@ -51,8 +53,9 @@ typedef struct BatchRow
 	ItemPointerData tid;		/* where the locked row is, */
 	Oid			rel;			/* in this table or partition */
 	Datum		key;
-	bool		tokens_null;
-	int64		tokens;			/* the column is an integer type */
+	bool		counts_null;	/* a named token column is NULL */
+	int64		counts[MB_NUM_KINDS];	/* by MbTokenKind; 0 when not named */
+	bool		free;			/* its billable column is false */
 	char	   *model;			/* NULL: none */
 	bool		created_null;
 	TimestampTz created;		/* for pricing */

@@ -83,9 +83,10 @@ mb_totals_init(MbTotals *totals)
 
 /*
  * Debit every org's wallet and write its one charge entry, returning the
- * entry id per org.  The ids come from the sequence in a CTE so that each
- * org's entry id is known without a second look-up, in the batch's org
- * order.
+ * entry id per org; an org with only no_charge messages ($5) gets its
+ * counter and no entry.  The ids come from the sequence in a CTE so that
+ * each org's entry id is known without a second look-up, in the batch's
+ * org order.
  */
 static char *
 charge_wallets_sql(const MbConfig *cfg)
@@ -93,21 +94,23 @@ charge_wallets_sql(const MbConfig *cfg)
 	return pstrdup("WITH u AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1),"
 				   " pg_catalog.unnest($2::pg_catalog.numeric[]),"
 				   " pg_catalog.unnest($3::pg_catalog.int4[]),"
-				   " pg_catalog.unnest($4::pg_catalog.int4[])) AS u(o, amount, n, ix)),"
+				   " pg_catalog.unnest($4::pg_catalog.int4[]),"
+				   " pg_catalog.unnest($5::pg_catalog.int4[])) AS u(o, amount, n, ix, f)),"
 				   " w AS (UPDATE msgbilling.credits c"
 				   " SET balance = c.balance - u.amount,"
 				   " charged_messages = c.charged_messages + u.n,"
 				   " credits_charged = c.credits_charged + u.amount,"
+				   " no_charge_messages = c.no_charge_messages + u.f,"
 				   " updated_at = pg_catalog.now()"
 				   " FROM u WHERE c.org_id = u.o"
 				   " RETURNING c.org_id, c.balance, u.amount, u.n, u.ix),"
-				   " e AS (SELECT w.*, pg_catalog.nextval("
-				   "'msgbilling.ledger_id_seq'::pg_catalog.regclass) AS id"
+				   " e AS (SELECT w.*, CASE WHEN w.n > 0 THEN pg_catalog.nextval("
+				   "'msgbilling.ledger_id_seq'::pg_catalog.regclass) END AS id"
 				   " FROM (SELECT * FROM w ORDER BY w.ix) w),"
 				   " i AS (INSERT INTO msgbilling.ledger"
 				   " (id, org_id, kind, amount, balance_after, message_count)"
 				   " SELECT e.id, e.org_id, 'charge', -e.amount, e.balance, e.n"
-				   " FROM e)"
+				   " FROM e WHERE e.n > 0)"
 				   " SELECT e.ix, e.id FROM e");
 }
 
@@ -116,16 +119,23 @@ charge_wallets_sql(const MbConfig *cfg)
  * ---------------------------------------------------------------------
  */
 
-/* Whether a token count is from 0 to MB_TOKENS_LIMIT. */
+/* Whether every token count named is from 0 to MB_TOKENS_LIMIT. */
 static bool
 valid_tokens(const BatchRow *r)
 {
-	return !r->tokens_null && r->tokens >= 0 && r->tokens <= MB_TOKENS_LIMIT;
+	int			k;
+
+	if (r->counts_null)
+		return false;
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		if (r->counts[k] < 0 || r->counts[k] > MB_TOKENS_LIMIT)
+			return false;
+	return true;
 }
 
 /*
- * Price a message: its reason to fail, or NULL with *cost set.
- * cost = round(tokens * price, 6) (prices.c).
+ * Price a message: its reason to fail, or NULL with *cost set at the
+ * tariff in effect at its creation (prices.c).
  */
 static const char *
 price_row(const Batch *b, BatchRow *r, TimestampTz now)
@@ -137,7 +147,7 @@ price_row(const Batch *b, BatchRow *r, TimestampTz now)
 	price = mb_price_at(b->prices, r->model, r->created_null ? now : r->created);
 	if (price == NULL)
 		return "no_price";
-	if (!mb_cost(price, r->tokens, &r->cost))
+	if (!mb_cost(price, r->counts, &r->cost))
 		return "cost_out_of_range";
 	return NULL;
 }
@@ -165,7 +175,18 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 		Datum		after;
 
 		r->outcome = ROW_FAILED;
-		r->reason = price_row(b, r, now);
+		/*
+		 * Not billable: costs nothing and is not held back by an unpaid
+		 * message.  It counts in its wallet (stats()), so an org without
+		 * one fails it as it fails its other messages.
+		 */
+		if (r->free && o->state != WALLET_MISSING)
+		{
+			r->outcome = ROW_NO_CHARGE;
+			o->nfree++;
+			continue;
+		}
+		r->reason = r->free ? NULL : price_row(b, r, now);
 		if (r->reason != NULL)
 			continue;
 		if (o->state == WALLET_MISSING)
@@ -195,25 +216,27 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 static void
 charge_wallets(Batch *b)
 {
-	Oid			argtypes[4] = {b->cfg->org_array_type, NUMERICARRAYOID,
-	INT4ARRAYOID, INT4ARRAYOID};
+	Oid			argtypes[5] = {b->cfg->org_array_type, NUMERICARRAYOID,
+	INT4ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
 	Datum	   *orgs = palloc(sizeof(Datum) * b->norgs);
 	Datum	   *amounts = palloc(sizeof(Datum) * b->norgs);
 	Datum	   *counts = palloc(sizeof(Datum) * b->norgs);
 	Datum	   *ixs = palloc(sizeof(Datum) * b->norgs);
-	Datum		values[4];
+	Datum	   *frees = palloc(sizeof(Datum) * b->norgs);
+	Datum		values[5];
 	int			n = 0;
 	int			i;
 	uint64		j;
 
 	for (i = 0; i < b->norgs; i++)
 	{
-		if (b->orgs[i].ncharged == 0)
+		if (b->orgs[i].ncharged == 0 && b->orgs[i].nfree == 0)
 			continue;
 		orgs[n] = b->orgs[i].org;
 		amounts[n] = b->orgs[i].charge;
 		counts[n] = Int32GetDatum(b->orgs[i].ncharged);
 		ixs[n] = Int32GetDatum(i);
+		frees[n] = Int32GetDatum(b->orgs[i].nfree);
 		n++;
 	}
 	if (n == 0)
@@ -222,8 +245,9 @@ charge_wallets(Batch *b)
 	values[1] = mb_array(amounts, NULL, n, NUMERICOID);
 	values[2] = mb_array(counts, NULL, n, INT4OID);
 	values[3] = mb_array(ixs, NULL, n, INT4OID);
+	values[4] = mb_array(frees, NULL, n, INT4OID);
 	mb_exec_plan(mb_plan(MB_STMT_CHARGE_WALLETS, charge_wallets_sql,
-						 4, argtypes),
+						 5, argtypes),
 				 values, NULL, SPI_OK_SELECT);
 	if (SPI_processed != (uint64) n)
 		elog(ERROR, "charged %lu wallets, expected %d",
@@ -235,9 +259,10 @@ charge_wallets(Batch *b)
 													 SPI_tuptable->tupdesc,
 													 1, &isnull));
 
-		b->orgs[ix].ledger_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j],
-															SPI_tuptable->tupdesc,
-															2, &isnull));
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[j],
+									   SPI_tuptable->tupdesc, 2, &isnull);
+
+		b->orgs[ix].ledger_id = isnull ? 0 : DatumGetInt64(id);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }

@@ -23,6 +23,7 @@ typedef struct MbTotals
 {
 	int64		charged;
 	int64		failed;
+	int64		no_charge;		/* not billable: no_charge, cost 0 */
 	int64		skipped;		/* left pending: the org's wallet was busy,
 								 * or an older message held elsewhere */
 	Datum		credits;		/* numeric: sum of charged costs */

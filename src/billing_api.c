@@ -51,15 +51,24 @@ log_totals(const char *fn, const MbTotals *t, instr_time start)
 	INSTR_TIME_SET_CURRENT(elapsed);
 	INSTR_TIME_SUBTRACT(elapsed, start);
 	/* a call that found nothing to do is not news: the worker polls */
-	ereport(t->charged + t->failed + t->skipped > 0 ? mb_log_level : DEBUG1,
+	ereport(t->charged + t->failed + t->skipped + t->no_charge > 0 ?
+			mb_log_level : DEBUG1,
 			(errmsg(MB_LOG_PREFIX "%s: charged " INT64_FORMAT ", failed "
-					INT64_FORMAT ", skipped " INT64_FORMAT
-					", credits %s, %.3f ms",
-					fn, t->charged, t->failed, t->skipped,
+					INT64_FORMAT ", skipped " INT64_FORMAT ", no_charge "
+					INT64_FORMAT ", credits %s, %.3f ms",
+					fn, t->charged, t->failed, t->skipped, t->no_charge,
 					mb_datum_text(t->credits, NUMERICOID),
 					INSTR_TIME_GET_MILLISEC(elapsed)),
 			 errhidestmt(true)));
 }
+
+/*
+ * The no_charge messages of this backend's last process_all_pending or
+ * process_batch_billing call, which their result (1.0's columns) leaves
+ * out: drain and the worker, which bill through process_all_pending, read
+ * them here to know a batch of them was work done.
+ */
+static int64 last_no_charge = 0;
 
 /* Return totals as the one row of (charged, failed, skipped, credits). */
 static Datum
@@ -68,6 +77,7 @@ return_totals(FunctionCallInfo fcinfo, const MbTotals *t)
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
 
+	last_no_charge = t->no_charge;
 	values[0] = Int64GetDatum(t->charged);
 	values[1] = Int64GetDatum(t->failed);
 	values[2] = Int64GetDatum(t->skipped);
@@ -312,18 +322,14 @@ mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit,
 	int64		charged;
 	int64		failed;
 	int64		skipped;
+	int64		no_charge;
 	int			ret;
 
-	/* a rate only when one was given: 1.0's function has no such argument */
-	if (rate_null)
-		ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
-									" FROM msgbilling.process_all_pending($1, $2)",
-									2, argtypes, values, nulls, false, 1);
-	else
-		ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
-									" FROM msgbilling.process_all_pending($1, $2,"
-									" max_rate => $3)",
-									3, argtypes, values, nulls, false, 1);
+	last_no_charge = 0;
+	ret = SPI_execute_with_args("SELECT charged, failed, skipped, credits"
+								" FROM msgbilling.process_all_pending($1, $2,"
+								" max_rate => $3)",
+								3, argtypes, values, nulls, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "process_all_pending returned %s",
 			 SPI_result_code_string(ret));
@@ -332,13 +338,15 @@ mb_drain_batch(Datum org, Oid org_type, bool org_null, int64 limit,
 	charged = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
 	failed = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
 	skipped = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
+	no_charge = last_no_charge;
 	t->charged += charged;
 	t->failed += failed;
 	t->skipped += skipped;
+	t->no_charge += no_charge;
 	t->credits = DirectFunctionCall2(numeric_add, t->credits,
 									 SPI_getbinval(row, desc, 4, &isnull));
 	SPI_freetuptable(SPI_tuptable);
-	return charged + failed + skipped;
+	return charged + failed + skipped + no_charge;
 }
 
 /*

@@ -107,6 +107,29 @@ model_expr(const MbConfig *cfg)
 		"NULL::pg_catalog.text";
 }
 
+/* Column col of message m as type, NULL when not attached. */
+static const char *
+column_or_null(const char *col, const char *type)
+{
+	return col ? psprintf("m.%s::%s", col, type) :
+		psprintf("NULL::%s", type);
+}
+
+/*
+ * What message m is billed for, as columns t (input tokens: the input or
+ * the tokens column), ot (output), ct (cached) and bl (billable).
+ */
+static char *
+billed_exprs(const MbConfig *cfg)
+{
+	return psprintf("%s AS t, %s AS ot, %s AS ct, %s AS bl",
+					column_or_null(cfg->input_col ? cfg->input_col : cfg->tokens_col,
+								   "pg_catalog.int8"),
+					column_or_null(cfg->output_col, "pg_catalog.int8"),
+					column_or_null(cfg->cached_col, "pg_catalog.int8"),
+					column_or_null(cfg->billable_col, "pg_catalog.bool"));
+}
+
 static const char *
 created_expr(const MbConfig *cfg)
 {
@@ -232,8 +255,8 @@ static char *
 claim_sql(const MbConfig *cfg, MbClaimMode mode)
 {
 	const char *cols = psprintf("m.ctid AS tid, m.tableoid AS rel, m.%s AS k, m.%s AS o,"
-								" m.%s AS t, %s AS md, %s AS cr, %s AS req",
-								cfg->key_col, cfg->org_col, cfg->tokens_col,
+								" %s, %s AS md, %s AS cr, %s AS req",
+								cfg->key_col, cfg->org_col, billed_exprs(cfg),
 								model_expr(cfg), created_expr(cfg),
 								requested_sql(cfg, mode, "m"));
 	const char *given = given_key_sql(cfg, mode, "m");
@@ -248,7 +271,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 					" AND m.%s IN (SELECT pg_catalog.unnest($3))"
 					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
 					" c AS (SELECT * FROM p UNION ALL SELECT * FROM f)"
-					" SELECT c.tid, c.rel, c.k, c.t::pg_catalog.int8,"
+					" SELECT c.tid, c.rel, c.k, c.t, c.ot, c.ct, c.bl,"
 					" c.md::pg_catalog.text, %s,"
 					" c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
 					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
@@ -272,7 +295,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 static char *
 run_claim_sql(const MbConfig *cfg)
 {
-	return psprintf("SELECT r.tid, r.rel, r.k, r.t::pg_catalog.int8,"
+	return psprintf("SELECT r.tid, r.rel, r.k, r.t, r.ot, r.ct, r.bl,"
 					" r.md::pg_catalog.text, %s, r.cr,"
 					" u.ix, true, s.held, s.missing, w.lim"
 					" FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(o, ix)"
@@ -283,14 +306,14 @@ run_claim_sql(const MbConfig *cfg)
 					" w.lim IS NULL AND NOT EXISTS (SELECT 1 FROM msgbilling.credits c"
 					" WHERE c.org_id = u.o) AS missing) s"
 					" LEFT JOIN LATERAL (SELECT m.ctid AS tid, m.tableoid AS rel,"
-					" m.%s AS k, m.%s AS t,"
+					" m.%s AS k, %s,"
 					" %s AS md, %s AS cr FROM %s m"
 					" WHERE m.%s = u.o AND m.billing_status = 'pending'%s"
 					" AND (s.held OR s.missing)"
 					" ORDER BY %s LIMIT $1 FOR NO KEY UPDATE OF m SKIP LOCKED) r ON true"
 					" LIMIT $1",
 					mb_created_tz(cfg, "r.cr"),
-					cfg->key_col, cfg->tokens_col, model_expr(cfg),
+					cfg->key_col, billed_exprs(cfg), model_expr(cfg),
 					created_expr(cfg), cfg->relname, cfg->org_col,
 					pending_floor_sql(cfg, "m"), billing_order(cfg, "m"));
 }
@@ -603,8 +626,8 @@ typedef struct ClaimReceiver
 
 enum
 {
-	CL_TID, CL_REL, CL_KEY, CL_TOKENS, CL_MODEL, CL_CREATED, CL_CREATED_RAW, CL_IX,
-	CL_REQUESTED, CL_HELD, CL_MISSING, CL_LIMIT
+	CL_TID, CL_REL, CL_KEY, CL_INPUT, CL_OUTPUT, CL_CACHED, CL_BILLABLE, CL_MODEL,
+	CL_CREATED, CL_CREATED_RAW, CL_IX, CL_REQUESTED, CL_HELD, CL_MISSING, CL_LIMIT
 };
 
 /*
@@ -625,6 +648,30 @@ run_org_wallet(ClaimReceiver *cr, const Datum *v, BatchOrg *o)
 		b->skipped += o->peeked;
 }
 
+/*
+ * A message's token counts (a column not attached counts 0; a NULL in one
+ * that is makes it invalid_tokens) and whether it is billable (NULL is).
+ */
+static void
+add_counts(const MbConfig *cfg, BatchRow *r, const Datum *v, const bool *isnull)
+{
+	const bool	named[MB_NUM_KINDS] = {
+		cfg->input_col != NULL || cfg->tokens_col != NULL,
+		cfg->output_col != NULL, cfg->cached_col != NULL};
+	int			k;
+
+	for (k = 0; k < MB_NUM_KINDS; k++)
+	{
+		if (!named[k])
+			continue;
+		if (isnull[CL_INPUT + k])
+			r->counts_null = true;
+		else
+			r->counts[k] = DatumGetInt64(v[CL_INPUT + k]);
+	}
+	r->free = !isnull[CL_BILLABLE] && !DatumGetBool(v[CL_BILLABLE]);
+}
+
 /* Append a claimed message to the batch; each org's rows are adjacent. */
 static void
 add_row(ClaimReceiver *cr, const Datum *v, const bool *isnull, BatchOrg *o)
@@ -642,8 +689,7 @@ add_row(ClaimReceiver *cr, const Datum *v, const bool *isnull, BatchOrg *o)
 	r->tid = *(ItemPointer) DatumGetPointer(v[CL_TID]);
 	r->rel = DatumGetObjectId(v[CL_REL]);
 	r->key = datumCopy(v[CL_KEY], cr->key_byval, cr->key_len);
-	r->tokens_null = isnull[CL_TOKENS];
-	r->tokens = r->tokens_null ? 0 : DatumGetInt64(v[CL_TOKENS]);
+	add_counts(cr->b->cfg, r, v, isnull);
 	/* text (the claim casts it): no output function call per row */
 	r->model = isnull[CL_MODEL] ? NULL : TextDatumGetCString(v[CL_MODEL]);
 	r->created_null = isnull[CL_CREATED];

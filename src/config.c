@@ -49,7 +49,8 @@ static List *partition_plans = NIL;	/* in config_cxt */
 
 #define CONFIG_SQL \
 	"SELECT messages::pg_catalog.oid, key_column, org_column, tokens_column," \
-	" model_column, created_column FROM msgbilling.config"
+	" model_column, created_column, input_tokens_column, output_tokens_column," \
+	" cached_tokens_column, billable_column FROM msgbilling.config"
 
 /* Text of column i of the config row, or NULL. */
 static char *
@@ -64,6 +65,7 @@ static const Oid org_types[] = {UUIDOID, INT8OID, INT4OID, TEXTOID, InvalidOid};
 static const Oid tokens_types[] = {INT2OID, INT4OID, INT8OID, InvalidOid};
 static const Oid model_types[] = {TEXTOID, VARCHAROID, InvalidOid};
 static const Oid created_types[] = {TIMESTAMPTZOID, TIMESTAMPOID, InvalidOid};
+static const Oid billable_types[] = {BOOLOID, InvalidOid};
 static const Oid status_types[] = {VARCHAROID, TEXTOID, InvalidOid};
 static const Oid cost_types[] = {NUMERICOID, InvalidOid};
 static const Oid charged_types[] = {TIMESTAMPTZOID, InvalidOid};
@@ -147,6 +149,22 @@ quoted_or_null(const char *col)
 	return col ? pstrdup(quote_identifier(col)) : NULL;
 }
 
+/*
+ * Optional column i of the config row, checked and quoted; NULL when it is
+ * not set.
+ */
+static char *
+optional_column(const MbConfig *cfg, HeapTuple tup, TupleDesc desc, int i,
+				const char *role, const Oid *allowed)
+{
+	char	   *col = config_text(tup, desc, i);
+
+	if (col == NULL)
+		return NULL;
+	(void) column_type(cfg->relid, col, role, allowed);
+	return quoted_or_null(col);
+}
+
 /* Build a configuration in the current memory context from the config row. */
 static MbConfig *
 config_from_row(HeapTuple tup, TupleDesc desc)
@@ -171,17 +189,20 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 	cfg->key_attnum = get_attnum(cfg->relid, config_text(tup, desc, 2));
 	cfg->org_type = column_type(cfg->relid, config_text(tup, desc, 3), "org",
 								org_types);
-	(void) column_type(cfg->relid, config_text(tup, desc, 4), "tokens",
-					   tokens_types);
 	check_billing_columns(cfg->relid);
 	cfg->key_col = quoted_or_null(config_text(tup, desc, 2));
 	cfg->org_col = quoted_or_null(config_text(tup, desc, 3));
-	cfg->tokens_col = quoted_or_null(config_text(tup, desc, 4));
-	cfg->model_col = quoted_or_null(config_text(tup, desc, 5));
+	cfg->tokens_col = optional_column(cfg, tup, desc, 4, "tokens", tokens_types);
+	cfg->model_col = optional_column(cfg, tup, desc, 5, "model", model_types);
+	cfg->input_col = optional_column(cfg, tup, desc, 7, "input tokens",
+									 tokens_types);
+	cfg->output_col = optional_column(cfg, tup, desc, 8, "output tokens",
+									  tokens_types);
+	cfg->cached_col = optional_column(cfg, tup, desc, 9, "cached tokens",
+									  tokens_types);
+	cfg->billable_col = optional_column(cfg, tup, desc, 10, "billable",
+										billable_types);
 	cfg->created_col = quoted_or_null(config_text(tup, desc, 6));
-	if (cfg->model_col)
-		(void) column_type(cfg->relid, config_text(tup, desc, 5), "model",
-						   model_types);
 	if (cfg->created_col)
 	{
 		cfg->created_type = column_type(cfg->relid, config_text(tup, desc, 6),
@@ -216,6 +237,10 @@ same_config(const MbConfig *a, const MbConfig *b)
 		same_str(a->key_col, b->key_col) &&
 		same_str(a->org_col, b->org_col) &&
 		same_str(a->tokens_col, b->tokens_col) &&
+		same_str(a->input_col, b->input_col) &&
+		same_str(a->output_col, b->output_col) &&
+		same_str(a->cached_col, b->cached_col) &&
+		same_str(a->billable_col, b->billable_col) &&
 		same_str(a->model_col, b->model_col) &&
 		same_str(a->created_col, b->created_col);
 }
@@ -240,6 +265,12 @@ forget_plans(void)
 	partition_plans = NIL;
 }
 
+static char *
+copy_or_null(const char *s)
+{
+	return s ? pstrdup(s) : NULL;
+}
+
 /* Keep a copy of cfg in our own context for the life of the backend. */
 static void
 remember_config(const MbConfig *cfg)
@@ -257,9 +288,13 @@ remember_config(const MbConfig *cfg)
 	cached->relname = pstrdup(cfg->relname);
 	cached->key_col = pstrdup(cfg->key_col);
 	cached->org_col = pstrdup(cfg->org_col);
-	cached->tokens_col = pstrdup(cfg->tokens_col);
-	cached->model_col = cfg->model_col ? pstrdup(cfg->model_col) : NULL;
-	cached->created_col = cfg->created_col ? pstrdup(cfg->created_col) : NULL;
+	cached->tokens_col = copy_or_null(cfg->tokens_col);
+	cached->input_col = copy_or_null(cfg->input_col);
+	cached->output_col = copy_or_null(cfg->output_col);
+	cached->cached_col = copy_or_null(cfg->cached_col);
+	cached->billable_col = copy_or_null(cfg->billable_col);
+	cached->model_col = copy_or_null(cfg->model_col);
+	cached->created_col = copy_or_null(cfg->created_col);
 	MemoryContextSwitchTo(old);
 }
 

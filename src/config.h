@@ -17,8 +17,12 @@ typedef struct MbConfig
 	char	   *relname;		/* schema-qualified, quoted, for SQL text */
 	char	   *key_col;		/* quoted column names */
 	char	   *org_col;
-	char	   *tokens_col;
-	char	   *model_col;		/* NULL when not configured */
+	char	   *tokens_col;		/* NULL when input_col is set */
+	char	   *input_col;		/* NULL when not configured */
+	char	   *output_col;
+	char	   *cached_col;
+	char	   *billable_col;
+	char	   *model_col;
 	char	   *created_col;	/* NULL when not configured */
 	AttrNumber	key_attnum;
 	Oid			key_type;
@@ -47,6 +51,7 @@ typedef enum MbStmt
 	MB_STMT_CHARGE_WALLETS,
 	MB_STMT_WRITE_CHARGED,
 	MB_STMT_WRITE_FAILED,
+	MB_STMT_WRITE_NO_CHARGE,
 	MB_STMT_FAIL_ORGLESS_ALL,	/* by MbClaimMode, ORG excluded */
 	MB_STMT_FAIL_ORGLESS_IDS,
 	MB_STMT_FAIL_ORGLESS_ONE,

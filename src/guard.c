@@ -206,9 +206,9 @@ static bool
 status_is(const BillingAttnums *a, TupleDesc desc, HeapTuple tup,
 		  bool pending_only)
 {
-	/* pending first; attach's _adopt_status accepts the same five */
+	/* pending first; attach's _adopt_status accepts the same six */
 	static const char *const known[] = {MB_PENDING, MB_CHARGED, MB_FAILED,
-	MB_REFUNDED, MB_LEGACY};
+	MB_REFUNDED, MB_LEGACY, MB_NO_CHARGE};
 	bool		isnull;
 	Datum		value;
 	text	   *status;
@@ -266,8 +266,8 @@ pass_repair(FunctionCallInfo fcinfo, TriggerData *td)
 			 errmsg("unknown billing_status \"%s\" in %s",
 					TextDatumGetCString(value),
 					get_rel_name(RelationGetRelid(td->tg_relation))),
-			 errdetail("A message is pending, charged, failed, refunded or "
-					   "legacy.")));
+			 errdetail("A message is pending, charged, failed, refunded, "
+					   "no_charge or legacy.")));
 	return (Datum) 0;
 }
 

@@ -25,6 +25,7 @@
 #define MB_FAILED	"failed"
 #define MB_REFUNDED "refunded"
 #define MB_LEGACY	"legacy"
+#define MB_NO_CHARGE "no_charge"
 
 /* The failure reason of a message whose org column is NULL. */
 #define MB_NO_ORG	"no_org"

@@ -7,16 +7,19 @@
  * into memory and prices every message there, instead of joining the
  * price table once per message.
  *
- * A price row is a tariff.  cost = round(tokens * price, 6), half away
- * from zero, for a plain one (no fee, no minimum, rounded to the nearest
- * 0.000001, as every set_price row): tokens are an integer and a price is
- * a short decimal, so the cost is computed in 128-bit integers, exactly,
- * when the price's digits fit in 18; other prices (or a compiler without
- * 128-bit integers) go through numeric.  Both give the same numeric(10,6)
- * value.  Any other tariff's cost is max(per_message + tokens * price,
- * minimum_charge), rounded to a multiple of its increment: in 128-bit
- * integers too when its fee, minimum and increment have no more than six
- * decimals, else in numeric; both exact.
+ * A price row is a tariff: a rate per input, output and cached token, a
+ * fee per message, a minimum and a rounding.  A message's cost is
+ *
+ *	max(per_message + input * input rate + output * output rate
+ *		+ cached * cached rate, minimum_charge)
+ *
+ * rounded to a multiple of the increment (nearest: half away from zero,
+ * up or down); a set_price row is input = output = cached rate, no fee, no
+ * minimum, nearest 0.000001.  Token counts are integers and rates short
+ * decimals, so the cost is computed exactly in 128-bit integers when every
+ * rate's digits fit in 18 and the fee, minimum and increment have no more
+ * than six decimals; any other tariff (or a compiler without 128-bit
+ * integers) goes through numeric, as exactly.  Both give the same value.
  */
 #include "postgres.h"
 
@@ -32,6 +35,8 @@ static char *
 prices_sql(const MbConfig *cfg)
 {
 	return pstrdup("SELECT model, effective_from, credits_per_token,"
+				   " COALESCE(output_per_token, credits_per_token),"
+				   " COALESCE(cached_per_token, credits_per_token),"
 				   " per_message, minimum_charge, increment, rounding"
 				   " FROM msgbilling.prices"
 				   " ORDER BY model COLLATE \"C\" NULLS FIRST, effective_from");
@@ -42,21 +47,20 @@ prices_sql(const MbConfig *cfg)
 #define MB_MAX_SCALED_DIGITS 18
 
 /*
- * Set the price's units and scale (credits_per_token = units / 10^scale)
- * from its decimal text; false when it has more than 18 digits.  Prices
- * are finite and not negative (the table's CHECK).
+ * Set the rate's units and scale (value = units / 10^scale) from its
+ * decimal text; false when it has more than 18 digits.  Rates are finite
+ * and not negative (the table's CHECKs).
  */
 static bool
-scale_price(MbPrice *p)
+scale_rate(MbRate *r)
 {
-	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
-														   p->credits_per_token));
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, r->value));
 	const char *c;
 	int			digits = 0;
 	bool		fraction = false;
 
-	p->units = 0;
-	p->scale = 0;
+	r->units = 0;
+	r->scale = 0;
 	for (c = text; *c; c++)
 	{
 		if (*c == '.')
@@ -66,9 +70,9 @@ scale_price(MbPrice *p)
 		}
 		if (*c < '0' || *c > '9' || ++digits > MB_MAX_SCALED_DIGITS)
 			return false;
-		p->units = p->units * 10 + (*c - '0');
+		r->units = r->units * 10 + (*c - '0');
 		if (fraction)
-			p->scale++;
+			r->scale++;
 	}
 	return true;
 }
@@ -103,16 +107,28 @@ numeric_micros(Datum amount, int64 *micros)
 	return true;
 }
 
-/* The tariff's fee, minimum and rounding: columns 4 to 7 (NOT NULL). */
+/* A rate from column col of the price row. */
+static void
+load_rate(MbRate *r, HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	r->value = SPI_getbinval(tup, desc, col, &isnull);
+	r->too_large = DatumGetInt32(DirectFunctionCall2(numeric_cmp, r->value,
+													 numeric_cost_limit())) >= 0;
+	r->scaled = scale_rate(r);
+}
+
+/* The tariff's fee, minimum and rounding: columns 6 to 9 (NOT NULL). */
 static void
 load_tariff(MbPrice *p, HeapTuple tup, TupleDesc desc)
 {
 	bool		isnull;
-	char	   *rounding = SPI_getvalue(tup, desc, 7);
+	char	   *rounding = SPI_getvalue(tup, desc, 9);
 
-	p->per_message = SPI_getbinval(tup, desc, 4, &isnull);
-	p->minimum_charge = SPI_getbinval(tup, desc, 5, &isnull);
-	p->increment = SPI_getbinval(tup, desc, 6, &isnull);
+	p->per_message = SPI_getbinval(tup, desc, 6, &isnull);
+	p->minimum_charge = SPI_getbinval(tup, desc, 7, &isnull);
+	p->increment = SPI_getbinval(tup, desc, 8, &isnull);
 	p->rounding = strcmp(rounding, "up") == 0 ? MB_ROUND_UP :
 		strcmp(rounding, "down") == 0 ? MB_ROUND_DOWN : MB_ROUND_NEAREST;
 	p->tariff_scaled = numeric_micros(p->per_message, &p->fee_micros) &&
@@ -141,17 +157,14 @@ mb_prices_load(void)
 	{
 		MbPrice    *p = &list->items[i];
 		bool		isnull;
+		int			k;
 
 		p->model = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
 		p->effective_from = DatumGetTimestampTz(SPI_getbinval(tt->vals[i],
 															  tt->tupdesc, 2,
 															  &isnull));
-		p->credits_per_token = SPI_getbinval(tt->vals[i], tt->tupdesc, 3,
-											 &isnull);
-		p->too_large = DatumGetInt32(DirectFunctionCall2(numeric_cmp,
-														 p->credits_per_token,
-														 numeric_cost_limit())) >= 0;
-		p->scaled = scale_price(p);
+		for (k = 0; k < MB_NUM_KINDS; k++)
+			load_rate(&p->rates[k], tt->vals[i], tt->tupdesc, 3 + k);
 		load_tariff(p, tt->vals[i], tt->tupdesc);
 	}
 	return list;
@@ -230,43 +243,47 @@ pow10_128(int n)
 	return p;
 }
 
-/* The cost in millionths of a credit, or -1 when it is out of range. */
-static int64
-scaled_cost_micros(const MbPrice *price, int64 tokens)
+/* Whether every rate and amount of the tariff suits cost_micros. */
+static bool
+price_scaled(const MbPrice *price)
 {
-	/* tokens < 2^63 and units < 10^18: the product fits in 2^123 */
-	int128		product = (int128) tokens * price->units;
+	int			k;
 
-	if (price->scale > 6)
-	{
-		int128		divisor = pow10_128(price->scale - 6);
-
-		product = (product + divisor / 2) / divisor;
-	}
-	else if (product < MB_COST_LIMIT_MICROS)
-		product *= pow10_128(6 - price->scale);
-	return product < MB_COST_LIMIT_MICROS ? (int64) product : -1;
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		if (!price->rates[k].scaled)
+			return false;
+	return price->tariff_scaled;
 }
 
 /*
- * The same for a tariff whose fee, minimum and increment are whole
- * millionths, exactly: at the scale of the price or of millionths,
- * whichever is finer, max(fee + tokens * price, minimum), then rounded to
- * the increment.  Below 10000 a price has fewer than 10 + scale digits, so
- * with tokens up to 10^15 every term stays below 10^34.
+ * The cost in millionths of a credit, or -1 when it is out of range:
+ * exactly, at the scale of the finest rate or of millionths, whichever is
+ * finer, max(fee + the counts at their rates, minimum), then rounded to
+ * the increment.  A rate below 10000 has fewer than 4 + scale digits and
+ * a scale of 18 at most, so with counts up to 10^15 each term stays below
+ * 10^37 and their sum within an int128.
  */
 static int64
-scaled_tariff_micros(const MbPrice *price, int64 tokens)
+cost_micros(const MbPrice *price, const int64 *counts)
 {
-	int			scale = Max(price->scale, 6);
-	int128		to_scale = pow10_128(scale - 6);
-	int128		raw = (int128) tokens * price->units * pow10_128(scale - price->scale) +
-		price->fee_micros * to_scale;
-	int128		increment = price->inc_micros * to_scale;
+	int			scale = 6;
+	int128		raw;
+	int128		to_scale;
+	int128		increment;
 	int128		steps;
 	int128		left;
+	int			k;
 
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		scale = Max(scale, price->rates[k].scale);
+	to_scale = pow10_128(scale - 6);
+	raw = price->fee_micros * to_scale;
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		if (counts[k] > 0)
+			raw += (int128) counts[k] * price->rates[k].units *
+				pow10_128(scale - price->rates[k].scale);
 	raw = Max(raw, price->min_micros * to_scale);
+	increment = price->inc_micros * to_scale;
 	steps = raw / increment;
 	left = raw % increment;
 	if (price->rounding == MB_ROUND_UP)
@@ -326,52 +343,45 @@ round_to_increment(Datum raw, const MbPrice *price)
 	return DirectFunctionCall2(numeric_mul, steps, price->increment);
 }
 
-/* The cost of tokens at a tariff that is not plain, in numeric. */
+/* The same cost in numeric, for tariffs cost_micros cannot take. */
 static bool
-tariff_cost(const MbPrice *price, int64 tokens, Datum *cost)
+numeric_cost(const MbPrice *price, const int64 *counts, Datum *cost)
 {
-	Datum		raw;
+	Datum		raw = price->per_message;
+	int			k;
 
-	/* checked first: the product of an absurd price overflows numeric */
-	if (price->too_large && tokens > 0)
-		return false;
-#ifdef HAVE_INT128
-	if (price->scaled && price->tariff_scaled)
-	{
-		int64		micros = scaled_tariff_micros(price, tokens);
-
-		if (micros < 0)
-			return false;
-		*cost = NumericGetDatum(int64_div_fast_to_numeric(micros, 6));
-		return true;
-	}
-#endif
-	raw = DirectFunctionCall2(numeric_mul,
-							  NumericGetDatum(int64_to_numeric(tokens)),
-							  price->credits_per_token);
-	raw = DirectFunctionCall2(numeric_add, raw, price->per_message);
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		if (counts[k] > 0)
+			raw = DirectFunctionCall2(numeric_add, raw,
+									  DirectFunctionCall2(numeric_mul,
+														  NumericGetDatum(int64_to_numeric(counts[k])),
+														  price->rates[k].value));
 	if (num_cmp(raw, price->minimum_charge) < 0)
 		raw = price->minimum_charge;
-	*cost = round_to_increment(raw, price);
+	if (price->plain)
+		*cost = DirectFunctionCall2(numeric_round, raw, Int32GetDatum(6));
+	else
+		*cost = round_to_increment(raw, price);
 	return num_cmp(*cost, numeric_cost_limit()) < 0;
 }
 
 /*
- * The cost of tokens (0 or more) at price: false when it is too large for
- * a numeric(10,6).
+ * The cost of a message with these token counts (each 0 or more, by
+ * MbTokenKind) at price: false when it is too large for a numeric(10,6).
  */
 bool
-mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
+mb_cost(const MbPrice *price, const int64 *counts, Datum *cost)
 {
-	Datum		exact;
+	int			k;
 
-	if (!price->plain)
-		return tariff_cost(price, tokens, cost);
-
+	/* checked first: the product of an absurd rate overflows numeric */
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		if (price->rates[k].too_large && counts[k] > 0)
+			return false;
 #ifdef HAVE_INT128
-	if (price->scaled)
+	if (price_scaled(price))
 	{
-		int64		micros = scaled_cost_micros(price, tokens);
+		int64		micros = cost_micros(price, counts);
 
 		if (micros < 0)
 			return false;
@@ -379,13 +389,5 @@ mb_cost(const MbPrice *price, int64 tokens, Datum *cost)
 		return true;
 	}
 #endif
-	/* checked first: the product of an absurd price overflows numeric */
-	if (price->too_large && tokens > 0)
-		return false;
-	exact = DirectFunctionCall2(numeric_mul,
-								NumericGetDatum(int64_to_numeric(tokens)),
-								price->credits_per_token);
-	*cost = DirectFunctionCall2(numeric_round, exact, Int32GetDatum(6));
-	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, *cost,
-											 numeric_cost_limit())) < 0;
+	return numeric_cost(price, counts, cost);
 }

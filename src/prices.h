@@ -18,17 +18,32 @@ typedef enum MbRounding
 	MB_ROUND_DOWN
 } MbRounding;
 
+/* The token counts a message is billed for, each at its own rate. */
+typedef enum MbTokenKind
+{
+	MB_INPUT,					/* uncached input (or the one tokens column) */
+	MB_OUTPUT,
+	MB_CACHED,					/* cache-read input */
+	MB_NUM_KINDS
+} MbTokenKind;
+
+/* A rate in credits per token. */
+typedef struct MbRate
+{
+	Datum		value;			/* numeric */
+	bool		too_large;		/* one token costs more than a numeric(10,6)
+								 * holds */
+	bool		scaled;			/* it is units / 10^scale, with no more than
+								 * 18 digits: mb_cost's integer arithmetic */
+	int64		units;
+	int			scale;
+} MbRate;
+
 typedef struct MbPrice
 {
 	char	   *model;			/* NULL: the default price */
 	TimestampTz effective_from;
-	Datum		credits_per_token;	/* numeric */
-	bool		too_large;		/* a message of one token or more costs
-								 * more than a numeric(10,6) holds */
-	bool		scaled;			/* it is units / 10^scale, both small enough
-								 * for mb_cost's integer arithmetic */
-	int64		units;
-	int			scale;
+	MbRate		rates[MB_NUM_KINDS];	/* output and cached default to input */
 	/* the rest of the tariff; plain: no fee, no minimum, nearest 0.000001 */
 	bool		plain;
 	Datum		per_message;	/* numeric */
@@ -51,6 +66,6 @@ typedef struct MbPriceList
 extern MbPriceList *mb_prices_load(void);
 extern const MbPrice *mb_price_at(const MbPriceList *list, const char *model,
 								  TimestampTz at);
-extern bool mb_cost(const MbPrice *price, int64 tokens, Datum *cost);
+extern bool mb_cost(const MbPrice *price, const int64 *counts, Datum *cost);
 
 #endif							/* MB_PRICES_H */

@@ -18,6 +18,7 @@
 #include "access.h"
 #include "config.h"
 #include "guard.h"
+#include "prices.h"
 #include "convert.h"
 #include "report.h"
 #include "version.h"
@@ -91,10 +92,11 @@ return_query(FunctionCallInfo fcinfo, const char *sql, int nargs,
 
 /*
  * stats(org_id) -> (pending, charged, failed, refunded, credits_charged,
- *					 oldest_pending)
+ *					 oldest_pending, no_charge)
  *		Counts by status, of one org or all; credits_charged is the sum of
- *		costs of messages charged and not refunded.  Charged and refunded
- *		come from the counters billing and refund keep in the wallets;
+ *		costs of messages charged and not refunded.  Charged, refunded and
+ *		no_charge come from the counters billing and refund keep in the
+ *		wallets;
  *		pending and failed from the partial indexes on them: no scan of the
  *		messages, however many were ever billed.
  */
@@ -136,11 +138,13 @@ stats(PG_FUNCTION_ARGS)
 						  " (SELECT COALESCE(pg_catalog.sum(credits_charged), 0)::pg_catalog.numeric"
 						  " FROM msgbilling.credits%s),"
 						  " (SELECT pg_catalog.min(%s) FROM %s"
-						  " WHERE billing_status = 'pending'%s)",
+						  " WHERE billing_status = 'pending'%s),"
+						  " (SELECT COALESCE(pg_catalog.sum(no_charge_messages), 0)::pg_catalog.int8"
+						  " FROM msgbilling.credits%s)",
 						  cfg->relname, t_org, c_org, cfg->relname, t_org,
 						  c_org, c_org,
 						  mb_created_tz(cfg, cfg->created_col),
-						  cfg->relname, t_org),
+						  cfg->relname, t_org, c_org),
 				 one ? 1 : 0, argtypes, values, NULL);
 	SPI_finish();
 	return (Datum) 0;
@@ -161,6 +165,39 @@ check_history_args(FunctionCallInfo fcinfo, const MbConfig *cfg)
 				 errmsg("history() cannot page by time: no created column is attached"),
 				 errhint("Attach the table with created_column set, or leave "
 						 "before NULL.")));
+}
+
+/* A token column as bigint, NULL when none is attached. */
+static const char *
+count_sql(const char *col)
+{
+	return col ? psprintf("%s::pg_catalog.int8", col) : "NULL::pg_catalog.int8";
+}
+
+/* The input, output and cached counts of a message, as history shows them. */
+static char *
+token_counts_sql(const MbConfig *cfg)
+{
+	return psprintf("%s, %s, %s",
+					count_sql(cfg->input_col ? cfg->input_col : cfg->tokens_col),
+					count_sql(cfg->output_col), count_sql(cfg->cached_col));
+}
+
+/* All the tokens a message is billed for: the sum of the attached counts. */
+static char *
+total_tokens_sql(const MbConfig *cfg)
+{
+	const char *cols[MB_NUM_KINDS] = {cfg->input_col ? cfg->input_col :
+	cfg->tokens_col, cfg->output_col, cfg->cached_col};
+	StringInfoData sum;
+	int			k;
+
+	initStringInfo(&sum);
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		if (cols[k])
+			appendStringInfo(&sum, "%s%s::pg_catalog.int8",
+							 sum.len > 0 ? " OPERATOR(pg_catalog.+) " : "", cols[k]);
+	return sum.data;
 }
 
 /*
@@ -186,15 +223,15 @@ history(PG_FUNCTION_ARGS)
 	initStringInfo(&sql);
 	/* an org the caller may not read has no history for it */
 	appendStringInfo(&sql,
-					 "SELECT %s::pg_catalog.text, %s, %s::pg_catalog.int8, %s,"
+					 "SELECT %s::pg_catalog.text, %s, %s, %s,"
 					 " cost_credits::pg_catalog.numeric,"
-					 " billing_status::pg_catalog.text, charged_at, billing_error"
+					 " billing_status::pg_catalog.text, charged_at, billing_error, %s"
 					 " FROM %s WHERE %s = $1 AND ($3 IS NULL OR %s < $3)%s"
 					 " ORDER BY %s%s DESC LIMIT $2",
-					 cfg->key_col, created, cfg->tokens_col,
+					 cfg->key_col, created, total_tokens_sql(cfg),
 					 cfg->model_col ?
 					 psprintf("%s::pg_catalog.text", cfg->model_col) :
-					 "NULL::pg_catalog.text",
+					 "NULL::pg_catalog.text", token_counts_sql(cfg),
 					 cfg->relname, cfg->org_col, created,
 					 mb_caller_may_read_org(cfg, values[0]) ? "" : " AND false",
 					 cfg->created_col ? psprintf("%s DESC, ", cfg->created_col) : "",
@@ -329,14 +366,20 @@ verify(PG_FUNCTION_ARGS)
 						  " WHERE billing_status IN ('charged', 'refunded')"
 						  " AND (cost_credits IS NULL OR charged_at IS NULL"
 						  " OR billing_ledger_id IS NULL)", cfg->key_col, t));
-	/* legacy messages may keep the cost the old system charged them */
+	/*
+	 * Legacy messages may keep the cost the old system charged them; a
+	 * no_charge one costs 0 and has its charged_at.
+	 */
 	append_check(&sql, "no_charge_on_other_status",
-				 "no pending, failed or legacy message carries a charge",
+				 "no message but a charged or refunded one carries a charge",
 				 psprintf("SELECT 'message ' || %s::pg_catalog.text FROM %s"
 						  " WHERE billing_status NOT IN ('charged', 'refunded')"
 						  " AND (billing_ledger_id IS NOT NULL"
-						  " OR (billing_status <> 'legacy' AND (cost_credits IS NOT NULL"
-						  " OR charged_at IS NOT NULL)))", cfg->key_col, t));
+						  " OR (billing_status = 'no_charge' AND (cost_credits <> 0"
+						  " OR cost_credits IS NULL OR charged_at IS NULL))"
+						  " OR (billing_status NOT IN ('legacy', 'no_charge')"
+						  " AND (cost_credits IS NOT NULL OR charged_at IS NOT NULL)))",
+						  cfg->key_col, t));
 	append_check(&sql, "counters_match_messages",
 				 "every wallet's charged and refunded counters match its messages",
 				 psprintf("SELECT 'org ' || c.org_id::pg_catalog.text || ': counted '"

@@ -5,7 +5,8 @@
  *
  * msgbilling._retain_deleted() is the attached table's trigger for
  * DELETE (AFTER, FOR EACH ROW, on the table and, cloned, on each of its
- * partitions; its WHEN clause lets legacy messages go without a call) and
+ * partitions; its WHEN clause lets legacy and no_charge messages go without
+ * a call) and
  * TRUNCATE (BEFORE, FOR EACH STATEMENT, on the table and each partition:
  * a TRUNCATE of a partitioned table fires every partition's).  A deleted
  * charged or refunded message leaves its cost in msgbilling.deleted_messages,
@@ -117,7 +118,9 @@ retain_deleted_row(TriggerData *td)
 	TupleDesc	desc = RelationGetDescr(td->tg_relation);
 	char	   *status = row_text(td->tg_trigtuple, desc, "billing_status");
 
-	if (status == NULL || strcmp(status, MB_LEGACY) == 0)
+	/* legacy and no_charge messages have no cost in the books */
+	if (status == NULL || strcmp(status, MB_LEGACY) == 0 ||
+		strcmp(status, MB_NO_CHARGE) == 0)
 		return;
 	if (strcmp(status, MB_PENDING) == 0 || strcmp(status, MB_FAILED) == 0)
 	{

@@ -254,8 +254,8 @@ bill_one_batch(int slot, bool first, int64 *claimed, int64 *skipped)
 		*claimed = mb_drain_batch((Datum) 0, TEXTOID, true,
 								  worker_batch_limit(), 0, true, &t);
 		*skipped = t.skipped;
-		billed_total += t.charged + t.failed;
-		backlog = Max(backlog - t.charged - t.failed, 0);
+		billed_total += t.charged + t.failed + t.no_charge;
+		backlog = Max(backlog - t.charged - t.failed - t.no_charge, 0);
 	}
 	SPI_finish();
 	PopActiveSnapshot();

@@ -1,7 +1,8 @@
 /*
  * write.c
- *		Writing a batch's decided messages: one UPDATE of the charged ones
- *		and one of the failed ones, each a single TID scan.
+ *		Writing a batch's decided messages: one UPDATE of the charged ones,
+ *		one of the failed ones and one of the no_charge ones, each a single
+ *		TID scan.
  *
  * Each write takes one array, the ctids of its messages in ctid order,
  * and finds its rows with "ctid = ANY ($1)": one TID scan, which fetches
@@ -102,6 +103,17 @@ write_failed_sql(const MbConfig *cfg)
 					" cost_credits = NULL, charged_at = NULL,"
 					" billing_error = msgbilling._decided_error(m.ctid),"
 					" billing_ledger_id = NULL"
+					" WHERE m.ctid OPERATOR(pg_catalog.=) ANY ($1)",
+					cfg->relname);
+}
+
+/* Not billable: no cost to read, the same for every one. */
+static char *
+write_no_charge_sql(const MbConfig *cfg)
+{
+	return psprintf("UPDATE %s m SET billing_status = '" MB_NO_CHARGE "',"
+					" cost_credits = 0, charged_at = pg_catalog.now(),"
+					" billing_error = NULL, billing_ledger_id = NULL"
 					" WHERE m.ctid OPERATOR(pg_catalog.=) ANY ($1)",
 					cfg->relname);
 }
@@ -241,24 +253,33 @@ decided_error(PG_FUNCTION_ARGS)
 static bool
 count_decision(const BatchRow *r, MbTotals *totals)
 {
-	bool		charged = r->outcome == ROW_CHARGED;
+	const char *status;
 
-	if (r->outcome == ROW_PENDING)
+	switch (r->outcome)
 	{
-		totals->skipped++;
-		if (r->requested)
-			totals->last_status = MB_PENDING;
-		return false;
+		case ROW_PENDING:
+			totals->skipped++;
+			if (r->requested)
+				totals->last_status = MB_PENDING;
+			return false;
+		case ROW_CHARGED:
+			totals->charged++;
+			status = MB_CHARGED;
+			break;
+		case ROW_NO_CHARGE:
+			totals->no_charge++;
+			status = MB_NO_CHARGE;
+			break;
+		default:
+			totals->failed++;
+			status = MB_FAILED;
+			break;
 	}
 	if (r->requested)
 	{
 		totals->requested++;
-		totals->last_status = charged ? MB_CHARGED : MB_FAILED;
+		totals->last_status = status;
 	}
-	if (charged)
-		totals->charged++;
-	else
-		totals->failed++;
 	return true;
 }
 
@@ -271,7 +292,7 @@ count_decision(const BatchRow *r, MbTotals *totals)
  */
 static void
 collect_decisions(Batch *b, DecidedRows *charged, DecidedRows *failed,
-				  MbTotals *totals)
+				  DecidedRows *unbilled, MbTotals *totals)
 {
 	int			cap = Max(b->nrows, 1);
 	DecidedRow *decided = palloc(sizeof(DecidedRow) * cap);
@@ -299,12 +320,15 @@ collect_decisions(Batch *b, DecidedRows *charged, DecidedRows *failed,
 
 	memset(charged, 0, sizeof(DecidedRows));
 	memset(failed, 0, sizeof(DecidedRows));
+	memset(unbilled, 0, sizeof(DecidedRows));
 	charged->rows = palloc(sizeof(DecidedRow) * cap);
 	failed->rows = palloc(sizeof(DecidedRow) * cap);
+	unbilled->rows = palloc(sizeof(DecidedRow) * cap);
 	for (i = 0; i < n; i++)
 	{
-		DecidedRows *w = decided[i].row->outcome == ROW_CHARGED ?
-			charged : failed;
+		RowOutcome	outcome = decided[i].row->outcome;
+		DecidedRows *w = outcome == ROW_CHARGED ? charged :
+			outcome == ROW_NO_CHARGE ? unbilled : failed;
 
 		w->rows[w->n++] = decided[i];
 	}
@@ -366,21 +390,25 @@ exec_write(MbStmt id, MbSqlBuilder build, DecidedRows *rows, const char *what)
 }
 
 /*
- * Write the batch's decided messages, charged then failed, and add them to
- * totals.  Their orgs' ledger entries are written already.
+ * Write the batch's decided messages, charged, failed, then no_charge, and
+ * add them to totals.  Their orgs' ledger entries are written already.
  */
 void
 mb_write_messages(Batch *b, MbTotals *totals)
 {
 	DecidedRows charged;
 	DecidedRows failed;
+	DecidedRows unbilled;
 
-	collect_decisions(b, &charged, &failed, totals);
+	collect_decisions(b, &charged, &failed, &unbilled, totals);
 	if (charged.n > 0)
 		exec_write(MB_STMT_WRITE_CHARGED, write_charged_sql, &charged,
 				   "charged");
 	if (failed.n > 0)
 		exec_write(MB_STMT_WRITE_FAILED, write_failed_sql, &failed, "failed");
+	if (unbilled.n > 0)
+		exec_write(MB_STMT_WRITE_NO_CHARGE, write_no_charge_sql, &unbilled,
+				   "no_charge");
 }
 
 /*

@@ -287,9 +287,9 @@ report_progress(int64 batches, const MbTotals *t)
 							&isnull);
 	ereport(NOTICE,
 			(errmsg(MB_LOG_PREFIX "drain: " INT64_FORMAT " batches, charged "
-					INT64_FORMAT ", failed " INT64_FORMAT ", credits %s; "
-					"backlog %s",
-					batches, t->charged, t->failed,
+					INT64_FORMAT ", failed " INT64_FORMAT ", no_charge "
+					INT64_FORMAT ", credits %s; backlog %s",
+					batches, t->charged, t->failed, t->no_charge,
 					mb_datum_text(t->credits, NUMERICOID),
 					isnull ? "unknown" : mb_datum_text(backlog, INT8OID))));
 }

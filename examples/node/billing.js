@@ -21,18 +21,53 @@ function counts(row) {
   };
 }
 
+// The usage of an OpenAI response, as saveMessage takes it.  Chat
+// Completions: usage.prompt_tokens (which includes the cached ones),
+// usage.completion_tokens (reasoning included) and
+// usage.prompt_tokens_details.cached_tokens; the Responses API names them
+// input_tokens, output_tokens and input_tokens_details.cached_tokens.  A
+// response without usage gives null.
+function usageFromOpenAI(response) {
+  const u = response && response.usage;
+  if (!u) return null;
+  if (u.prompt_tokens !== undefined) {
+    return {
+      promptTokens: u.prompt_tokens,
+      completionTokens: u.completion_tokens,
+      cachedTokens: u.prompt_tokens_details?.cached_tokens ?? 0,
+    };
+  }
+  return {
+    promptTokens: u.input_tokens,
+    completionTokens: u.output_tokens,
+    cachedTokens: u.input_tokens_details?.cached_tokens ?? 0,
+  };
+}
+
 // Save one message, as the app does after an LLM call: in its own
 // transaction, billing_status defaulting to 'pending'.  No billing happens
 // here, so a billing problem can never fail the answer.
-async function saveMessage(pool, { orgId, role = 'assistant', content, model = null, tokensUsed }) {
+//
+// usage is { promptTokens, completionTokens, cachedTokens } as the provider
+// reports it (promptTokens includes cachedTokens; a missing cachedTokens is
+// 0), e.g. usageFromOpenAI(response); null for a user's message, which is
+// stored and never charged (billing_status 'no_charge').  A reply saved
+// without usage fails billing with invalid_tokens.  model is the name the
+// tariffs know: the one requested ('gpt-4o-mini'), not the dated snapshot
+// a response names ('gpt-4o-mini-2024-07-18'), which the default tariff
+// would price.
+async function saveMessage(pool, { orgId, role = 'assistant', content, model = null, usage = null }) {
+  const tokens = usage == null ? [null, null, null]
+    : [usage.promptTokens ?? null, usage.completionTokens ?? null, usage.cachedTokens ?? 0];
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
     const { rows } = await client.query(
-      `INSERT INTO messages (org_id, role, content, model, tokens_used)
-       VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::integer)
+      `INSERT INTO messages (org_id, role, content, model,
+                             prompt_tokens, completion_tokens, cached_tokens)
+       VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::integer, $6::integer, $7::integer)
        RETURNING id, billing_status`,
-      [orgId, role, content, model, tokensUsed]);
+      [orgId, role, content, model, ...tokens]);
     await client.query('COMMIT');
     return { id: rows[0].id, billingStatus: rows[0].billing_status };
   } catch (err) {
@@ -44,14 +79,16 @@ async function saveMessage(pool, { orgId, role = 'assistant', content, model = n
 }
 
 // messageBillingService.processMessageBilling(id): the message's status
-// afterwards ('charged', 'failed', or 'pending' when another biller holds it).
+// afterwards ('charged', 'failed', 'no_charge' for a message that is not
+// billable, or 'pending' when another biller holds it).
 async function processMessageBilling(pool, messageId) {
   const { rows } = await pool.query(
     'SELECT msgbilling.process_message_billing($1::bigint) AS status', [messageId]);
   return rows[0].status;
 }
 
-// processBatchBilling(ids): { charged, failed, skipped, credits }.
+// processBatchBilling(ids): { charged, failed, skipped, credits }.  The
+// no_charge messages billed are in none of the counts.
 async function processBatchBilling(pool, messageIds) {
   const { rows } = await pool.query(
     'SELECT * FROM msgbilling.process_batch_billing($1::bigint[])', [messageIds]);
@@ -87,11 +124,14 @@ async function getBillingStats(pool, orgId = null) {
     refunded: Number(s.refunded),
     credits_charged: s.credits_charged,
     oldest_pending: s.oldest_pending,
+    no_charge: Number(s.no_charge),     // messages billed as no_charge
   };
 }
 
 // The wallet page (Dashboard → Wallet): balance, statistics and the org's
-// latest messages with their charges, in one round trip.
+// latest messages with their charges, in one round trip: stats and history
+// rows as msgbilling names their columns (history's tokens is the sum of
+// input_tokens, output_tokens and cached_tokens).
 async function getWalletPage(pool, orgId, limit = 50) {
   const { rows } = await pool.query(
     `SELECT msgbilling.balance($1::uuid) AS balance,
@@ -118,6 +158,7 @@ async function getBalance(pool, orgId) {
 }
 
 module.exports = {
+  usageFromOpenAI,
   saveMessage,
   processMessageBilling,
   processBatchBilling,

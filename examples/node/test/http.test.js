@@ -61,14 +61,20 @@ async function statuses(orgId) {
   return rows.map((r) => r.billing_status);
 }
 
-const save = (orgId, tokensUsed) =>
-  billing.saveMessage(pool, { orgId, content: 'hi', tokensUsed });
+// A reply at the default tariff (schema.sql): 0.0000025 credits per prompt
+// token, 0.00001 per completion token; 2000 + 500 tokens cost 0.01.
+const reply = (orgId, promptTokens, completionTokens) =>
+  billing.saveMessage(pool, { orgId, content: 'hi', usage: { promptTokens, completionTokens } });
+// A user's message: no_charge.
+const ask = (orgId) => billing.saveMessage(pool, { orgId, role: 'user', content: 'hello' });
 
 test('POST {"org_id": …} bills that org only', async () => {
-  await billing.topUp(pool, ORG_X, 10, 'pack', 'pay_x');
-  await billing.topUp(pool, ORG_Y, 2, 'pack', 'pay_y');
-  for (const tokens of [1000, 2000]) await save(ORG_X, tokens);
-  for (const tokens of [1000, 1000, 1000]) await save(ORG_Y, tokens);
+  await billing.topUp(pool, ORG_X, 0.1, 'pack', 'pay_x');
+  await billing.topUp(pool, ORG_Y, 0.02, 'pack', 'pay_y');
+  await reply(ORG_X, 2000, 500);     // 0.01
+  await ask(ORG_X);                  // no_charge, in none of the counts
+  await reply(ORG_X, 4000, 1000);    // 0.02
+  for (let i = 0; i < 3; i++) await reply(ORG_Y, 2000, 500);
 
   // the guide's line as written: "your-org-id" is not a uuid
   const bad = await curl(GUIDE_PROCESS_ORG);
@@ -80,17 +86,17 @@ test('POST {"org_id": …} bills that org only', async () => {
   const res = await curl(GUIDE_PROCESS_ORG.replace('your-org-id', ORG_X));
   assert.equal(res.status, 200);
   assert.deepEqual(res.body,
-    { success: true, org_id: ORG_X, charged: 2, failed: 0, skipped: 0, credits: '3.000000' });
-  assert.deepEqual(await statuses(ORG_X), ['charged', 'charged']);
+    { success: true, org_id: ORG_X, charged: 2, failed: 0, skipped: 0, credits: '0.030000' });
+  assert.deepEqual(await statuses(ORG_X), ['charged', 'no_charge', 'charged']);
   assert.deepEqual(await statuses(ORG_Y), ['pending', 'pending', 'pending']);
-  assert.equal(await billing.getBalance(pool, ORG_X), '7.000000');
+  assert.equal(await billing.getBalance(pool, ORG_X), '0.070000');
 });
 
 test('POST {"process_all": true} bills every org', async () => {
   const res = await curl(GUIDE_PROCESS_ALL);
   assert.equal(res.status, 200);
   assert.deepEqual(res.body,
-    { success: true, charged: 2, failed: 1, skipped: 0, credits: '2.000000' });
+    { success: true, charged: 2, failed: 1, skipped: 0, credits: '0.020000' });
   assert.deepEqual(await statuses(ORG_Y), ['charged', 'charged', 'failed']);
   assert.equal(await billing.getBalance(pool, ORG_Y), '0.000000');
 });
@@ -100,7 +106,7 @@ test('GET /api/billing/process-messages returns the statistics', async () => {
   assert.equal(res.status, 200);
   assert.deepEqual(res.body.stats, {
     pending: 0, charged: 4, failed: 1, refunded: 0,
-    credits_charged: '5.000000', oldest_pending: null,
+    credits_charged: '0.050000', oldest_pending: null, no_charge: 1,
   });
   const one = await curl(`curl "http://localhost:3000/api/billing/process-messages?org_id=${ORG_Y}"`);
   assert.equal(one.status, 200);
@@ -108,8 +114,8 @@ test('GET /api/billing/process-messages returns the statistics', async () => {
 });
 
 test('GET /api/cron/process-billing without the right secret: 401, nothing billed', async () => {
-  await billing.topUp(pool, ORG_Y, 1, 'second pack', 'pay_y2');  // Y's failure is pending again
-  await save(ORG_X, 500);
+  await billing.topUp(pool, ORG_Y, 0.01, 'second pack', 'pay_y2');  // Y's failure is pending again
+  await reply(ORG_X, 1000, 250);     // 0.005
   for (const line of [
     GUIDE_CRON.replace('your-secret', 'wrong-secret'),
     GUIDE_CRON.replace('?secret=your-secret', ''),
@@ -125,12 +131,12 @@ test('GET /api/cron/process-billing?secret=… drains the backlog', async () => 
   const res = await curl(GUIDE_CRON);
   assert.equal(res.status, 200);
   assert.deepEqual(res.body, { success: true });
-  assert.deepEqual(await statuses(ORG_X), ['charged', 'charged', 'charged']);
+  assert.deepEqual(await statuses(ORG_X), ['charged', 'no_charge', 'charged', 'charged']);
   assert.deepEqual(await statuses(ORG_Y), ['charged', 'charged', 'charged']);
-  assert.equal(await billing.getBalance(pool, ORG_X), '6.500000');
+  assert.equal(await billing.getBalance(pool, ORG_X), '0.065000');
   assert.equal(await billing.getBalance(pool, ORG_Y), '0.000000');
   const stats = await billing.getBillingStats(pool);
-  assert.deepEqual([stats.pending, stats.charged, stats.failed], [0, 6, 0]);
+  assert.deepEqual([stats.pending, stats.charged, stats.failed, stats.no_charge], [0, 6, 0, 1]);
 });
 
 test('an unset CRON_SECRET lets nobody in', async () => {
@@ -158,17 +164,17 @@ test('bad requests', async () => {
 });
 
 test('POST {"message_ids": […]} bills those messages, and older pending ones of their orgs first', async () => {
-  const a = (await save(ORG_X, 1000)).id;
-  const b = (await save(ORG_X, 1000)).id;
-  const c = (await save(ORG_X, 1000)).id;
-  const d = (await save(ORG_X, 1000)).id;
+  const a = (await reply(ORG_X, 2000, 500)).id;
+  const b = (await reply(ORG_X, 2000, 500)).id;
+  const c = (await reply(ORG_X, 2000, 500)).id;
+  const d = (await reply(ORG_X, 2000, 500)).id;
   // billing never skips ahead of an older pending message of the same
   // org: asking for a and c bills b too (counted in charged), not d
   const res = await curl(GUIDE_PROCESS_ALL.replace('"process_all": true', `"message_ids": [${a}, ${c}]`));
   assert.equal(res.status, 200);
-  assert.deepEqual(res.body, { success: true, charged: 3, failed: 0, skipped: 0, credits: '3.000000' });
+  assert.deepEqual(res.body, { success: true, charged: 3, failed: 0, skipped: 0, credits: '0.030000' });
   const { rows } = await pool.query(
     'SELECT billing_status FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id', [[a, b, c, d]]);
   assert.deepEqual(rows.map((r) => r.billing_status), ['charged', 'charged', 'charged', 'pending']);
-  assert.equal(await billing.getBalance(pool, ORG_X), '3.500000');
+  assert.equal(await billing.getBalance(pool, ORG_X), '0.035000');
 });

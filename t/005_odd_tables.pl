@@ -2,8 +2,9 @@
 # message without an org (1.0 crashed the server at every look, 108 times
 # in 30 s); a table owner, no superuser, whose trigger tries to become one
 # when the worker bills its table (the server must not restart, the other
-# orgs must be billed, and the owner must stay what it was); and a table in
-# monthly partitions, in a database of its own.
+# orgs must be billed, and the owner must stay what it was); a table in
+# monthly partitions, in a database of its own; and a chatbot's, of three
+# token columns and messages that are not billable.
 use strict;
 use warnings;
 
@@ -197,6 +198,56 @@ SELECT string_agg(org_id || ' ' || balance, ', ' ORDER BY org_id) FROM msgbillin
 is( $node->safe_psql('parts',
 		q{SELECT string_agg(check_name, ', ') FROM msgbilling.verify() WHERE NOT ok}),
 	'', 'verify() is clean on the partitioned table');
+
+# A chatbot's table: three token columns at a tariff with a fee, a minimum
+# and rounding up, and the users' messages not billable.  The worker bills
+# the replies at the formula's cost and the rest as no_charge, in batches
+# of 100 that are often all no_charge.
+$node->safe_psql('postgres', 'CREATE DATABASE chat');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET msgbilling.database = 'postgres,parts,chat'");
+$node->safe_psql('postgres', "ALTER SYSTEM SET msgbilling.batch_size = 100");
+$node->restart;
+$node->safe_psql('chat', q{
+CREATE EXTENSION msgbilling;
+CREATE TABLE messages (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id bigint NOT NULL,
+    direction text NOT NULL,
+    input_tokens integer, output_tokens integer, cached_tokens integer,
+    billable boolean GENERATED ALWAYS AS (direction = 'outbound') STORED,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+SELECT msgbilling.attach('messages', tokens_column => NULL, created_column => 'created_at',
+                         input_tokens_column => 'input_tokens',
+                         output_tokens_column => 'output_tokens',
+                         cached_tokens_column => 'cached_tokens',
+                         billable_column => 'billable');
+SELECT msgbilling.set_tariff(NULL, 0.000003, 0.000015, 0.0000003, per_message => 0.001,
+                             minimum_charge => 0.002, increment => 0.0001, rounding => 'up',
+                             effective_from => '2024-01-01');
+SELECT msgbilling.top_up(o, 100) FROM generate_series(1, 3) o;
+INSERT INTO messages (org_id, direction, input_tokens, output_tokens, cached_tokens)
+SELECT 1 + i % 3, CASE WHEN i / 150 % 2 = 0 THEN 'inbound' ELSE 'outbound' END,
+       i * 7, i * 3, i % 5 * 100
+  FROM generate_series(1, 600) i;
+});
+$node->poll_query_until('chat', 'SELECT msgbilling.backlog() = 0')
+  or die 'the worker did not bill the chat table';
+is( $node->safe_psql('chat', q{
+SELECT count(*) FILTER (WHERE direction = 'outbound' AND billing_status = 'charged'
+                          AND cost_credits = ceil(greatest(0.001 + input_tokens * 0.000003
+                              + output_tokens * 0.000015 + cached_tokens * 0.0000003, 0.002)
+                              / 0.0001) * 0.0001),
+       count(*) FILTER (WHERE direction = 'inbound' AND billing_status = 'no_charge'
+                          AND cost_credits = 0 AND charged_at IS NOT NULL)
+  FROM messages}),
+	'300|300', 'the worker charged each reply the tariff and the rest nothing');
+is( $node->safe_psql('chat', q{SELECT charged, no_charge FROM msgbilling.stats()}),
+	'300|300', 'stats() counts both');
+is( $node->safe_psql('chat',
+		q{SELECT string_agg(check_name, ', ') FROM msgbilling.verify() WHERE NOT ok}),
+	'', 'verify() is clean on the chat table');
 
 $node->stop;
 done_testing();

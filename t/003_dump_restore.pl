@@ -25,23 +25,30 @@ CREATE EXTENSION msgbilling;
 CREATE TABLE messages (
     id bigserial PRIMARY KEY,
     org_id uuid NOT NULL,
+    direction text NOT NULL DEFAULT 'outbound',
     content text,
     model text,
     tokens_used integer,
+    output_tokens integer NOT NULL DEFAULT 0,
+    billable boolean GENERATED ALWAYS AS (direction = 'outbound') STORED,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO messages (org_id, tokens_used, created_at)
 VALUES ('00000000-0000-0000-0000-000000000001', 5, '2023-01-01');   -- legacy
 SELECT msgbilling.attach('messages', model_column => 'model',
-                         created_column => 'created_at');
+                         created_column => 'created_at',
+                         output_tokens_column => 'output_tokens',
+                         billable_column => 'billable');
 SELECT msgbilling.set_price(NULL, 0.01, '2024-01-01');
-SELECT msgbilling.set_price('gpt-4o', 0.02, '2024-01-01');
+SELECT msgbilling.set_tariff('gpt-4o', 0.02, 0.08, per_message => 0.01,
+                             effective_from => '2024-01-01');
 SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000001', 10, 'card', 'pay-1');
 SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000002', 1);
 SELECT msgbilling.set_overdraft('00000000-0000-0000-0000-000000000002', 2);
-INSERT INTO messages (org_id, model, tokens_used, created_at)
+INSERT INTO messages (org_id, direction, model, tokens_used, output_tokens, created_at)
 SELECT ('00000000-0000-0000-0000-00000000000' || (1 + i % 3))::uuid,
-       CASE WHEN i % 2 = 0 THEN 'gpt-4o' END, 10 * i,
+       CASE WHEN i % 5 = 0 THEN 'inbound' ELSE 'outbound' END,
+       CASE WHEN i % 2 = 0 THEN 'gpt-4o' END, 10 * i, i,
        '2024-06-01'::timestamptz + i * interval '1 minute'
   FROM generate_series(1, 30) i;
 SELECT * FROM msgbilling.process_all_pending(max_messages => 20);
@@ -54,11 +61,13 @@ SELECT (SELECT string_agg(billing_status || ':' || n, ',' ORDER BY billing_statu
        (SELECT string_agg(org_id || '=' || balance || '/' || overdraft_limit, ',' ORDER BY org_id)
           FROM msgbilling.credits),
        (SELECT count(*) || ' entries, sum ' || sum(amount) FROM msgbilling.ledger),
-       (SELECT count(*) FROM msgbilling.prices),
-       (SELECT messages || ' ' || org_type FROM msgbilling.config)
+       (SELECT count(*) || ' prices, ' || sum(per_message) || ' in fees' FROM msgbilling.prices),
+       (SELECT messages || ' ' || org_type || ' ' || tokens_column || ' ' || output_tokens_column
+               || ' ' || billable_column FROM msgbilling.config),
+       (SELECT sum(no_charge) FROM msgbilling.stats())
 };
 my $before = sql('app', $state);
-like($before, qr/charged:\d+,.*failed:\d+,legacy:1,pending:\d+,refunded:1/,
+like($before, qr/charged:\d+,.*failed:\d+,legacy:1,no_charge:\d+,pending:\d+,refunded:1/,
 	'the source database has every status');
 
 my $dump = $node->basedir . '/app.dump';

@@ -298,6 +298,18 @@ SELECT * FROM msgbilling.process_all_pending();
 SELECT id, billing_status, billing_error, cost_credits FROM usage_messages
  WHERE id < 10 ORDER BY id;
 
+-- a token column renamed or retyped after attach stops billing with the fix
+ALTER TABLE usage_messages RENAME COLUMN cache_read_tokens TO cache_reads;
+INSERT INTO usage_messages VALUES (4, 20, 'huge', 1, 0, 0, '2024-03-01');
+SELECT * FROM msgbilling.process_all_pending();
+ALTER TABLE usage_messages RENAME COLUMN cache_reads TO cache_read_tokens;
+ALTER TABLE usage_messages ALTER COLUMN cache_read_tokens TYPE numeric;
+SELECT * FROM msgbilling.process_all_pending();
+ALTER TABLE usage_messages ALTER COLUMN cache_read_tokens TYPE smallint;
+SELECT billing_status, cost_credits FROM usage_messages WHERE id = 4;
+SELECT * FROM msgbilling.process_all_pending();
+SELECT billing_status, cost_credits FROM usage_messages WHERE id = 4;
+
 SELECT msgbilling.detach('usage_messages', drop_columns => true, force => true);
 DROP EXTENSION msgbilling;
 DROP SCHEMA msgbilling;

@@ -180,13 +180,18 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 		 * message.  It counts in its wallet (stats()), so an org without
 		 * one fails it as it fails its other messages.
 		 */
-		if (r->free && o->state != WALLET_MISSING)
+		if (r->free)
 		{
-			r->outcome = ROW_NO_CHARGE;
-			o->nfree++;
+			if (o->state == WALLET_MISSING)
+				r->reason = "no_wallet";
+			else
+			{
+				r->outcome = ROW_NO_CHARGE;
+				o->nfree++;
+			}
 			continue;
 		}
-		r->reason = r->free ? NULL : price_row(b, r, now);
+		r->reason = price_row(b, r, now);
 		if (r->reason != NULL)
 			continue;
 		if (o->state == WALLET_MISSING)

@@ -107,14 +107,6 @@ model_expr(const MbConfig *cfg)
 		"NULL::pg_catalog.text";
 }
 
-/* Column col of message m as type, NULL when not attached. */
-static const char *
-column_or_null(const char *col, const char *type)
-{
-	return col ? psprintf("m.%s::%s", col, type) :
-		psprintf("NULL::%s", type);
-}
-
 /*
  * What message m is billed for, as columns t (input tokens: the input or
  * the tokens column), ot (output), ct (cached) and bl (billable).
@@ -123,11 +115,10 @@ static char *
 billed_exprs(const MbConfig *cfg)
 {
 	return psprintf("%s AS t, %s AS ot, %s AS ct, %s AS bl",
-					column_or_null(cfg->input_col ? cfg->input_col : cfg->tokens_col,
-								   "pg_catalog.int8"),
-					column_or_null(cfg->output_col, "pg_catalog.int8"),
-					column_or_null(cfg->cached_col, "pg_catalog.int8"),
-					column_or_null(cfg->billable_col, "pg_catalog.bool"));
+					mb_column_as("m", cfg->count_cols[MB_INPUT], "pg_catalog.int8"),
+					mb_column_as("m", cfg->count_cols[MB_OUTPUT], "pg_catalog.int8"),
+					mb_column_as("m", cfg->count_cols[MB_CACHED], "pg_catalog.int8"),
+					mb_column_as("m", cfg->billable_col, "pg_catalog.bool"));
 }
 
 static const char *
@@ -655,14 +646,11 @@ run_org_wallet(ClaimReceiver *cr, const Datum *v, BatchOrg *o)
 static void
 add_counts(const MbConfig *cfg, BatchRow *r, const Datum *v, const bool *isnull)
 {
-	const bool	named[MB_NUM_KINDS] = {
-		cfg->input_col != NULL || cfg->tokens_col != NULL,
-		cfg->output_col != NULL, cfg->cached_col != NULL};
 	int			k;
 
 	for (k = 0; k < MB_NUM_KINDS; k++)
 	{
-		if (!named[k])
+		if (cfg->count_cols[k] == NULL)
 			continue;
 		if (isnull[CL_INPUT + k])
 			r->counts_null = true;

@@ -192,14 +192,17 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 	check_billing_columns(cfg->relid);
 	cfg->key_col = quoted_or_null(config_text(tup, desc, 2));
 	cfg->org_col = quoted_or_null(config_text(tup, desc, 3));
-	cfg->tokens_col = optional_column(cfg, tup, desc, 4, "tokens", tokens_types);
+	/* attach sets the tokens column or the input column, never both */
+	cfg->count_cols[MB_INPUT] = optional_column(cfg, tup, desc, 4, "tokens",
+												tokens_types);
+	if (cfg->count_cols[MB_INPUT] == NULL)
+		cfg->count_cols[MB_INPUT] = optional_column(cfg, tup, desc, 7,
+													"input tokens", tokens_types);
+	cfg->count_cols[MB_OUTPUT] = optional_column(cfg, tup, desc, 8,
+												 "output tokens", tokens_types);
+	cfg->count_cols[MB_CACHED] = optional_column(cfg, tup, desc, 9,
+												 "cached tokens", tokens_types);
 	cfg->model_col = optional_column(cfg, tup, desc, 5, "model", model_types);
-	cfg->input_col = optional_column(cfg, tup, desc, 7, "input tokens",
-									 tokens_types);
-	cfg->output_col = optional_column(cfg, tup, desc, 8, "output tokens",
-									  tokens_types);
-	cfg->cached_col = optional_column(cfg, tup, desc, 9, "cached tokens",
-									  tokens_types);
 	cfg->billable_col = optional_column(cfg, tup, desc, 10, "billable",
 										billable_types);
 	cfg->created_col = quoted_or_null(config_text(tup, desc, 6));
@@ -236,10 +239,9 @@ same_config(const MbConfig *a, const MbConfig *b)
 		same_str(a->relname, b->relname) &&
 		same_str(a->key_col, b->key_col) &&
 		same_str(a->org_col, b->org_col) &&
-		same_str(a->tokens_col, b->tokens_col) &&
-		same_str(a->input_col, b->input_col) &&
-		same_str(a->output_col, b->output_col) &&
-		same_str(a->cached_col, b->cached_col) &&
+		same_str(a->count_cols[MB_INPUT], b->count_cols[MB_INPUT]) &&
+		same_str(a->count_cols[MB_OUTPUT], b->count_cols[MB_OUTPUT]) &&
+		same_str(a->count_cols[MB_CACHED], b->count_cols[MB_CACHED]) &&
 		same_str(a->billable_col, b->billable_col) &&
 		same_str(a->model_col, b->model_col) &&
 		same_str(a->created_col, b->created_col);
@@ -276,6 +278,7 @@ static void
 remember_config(const MbConfig *cfg)
 {
 	MemoryContext old;
+	int			k;
 
 	if (config_cxt == NULL)
 		config_cxt = AllocSetContextCreate(TopMemoryContext,
@@ -288,10 +291,8 @@ remember_config(const MbConfig *cfg)
 	cached->relname = pstrdup(cfg->relname);
 	cached->key_col = pstrdup(cfg->key_col);
 	cached->org_col = pstrdup(cfg->org_col);
-	cached->tokens_col = copy_or_null(cfg->tokens_col);
-	cached->input_col = copy_or_null(cfg->input_col);
-	cached->output_col = copy_or_null(cfg->output_col);
-	cached->cached_col = copy_or_null(cfg->cached_col);
+	for (k = 0; k < MB_NUM_KINDS; k++)
+		cached->count_cols[k] = copy_or_null(cfg->count_cols[k]);
 	cached->billable_col = copy_or_null(cfg->billable_col);
 	cached->model_col = copy_or_null(cfg->model_col);
 	cached->created_col = copy_or_null(cfg->created_col);
@@ -583,6 +584,18 @@ mb_created_tz(const MbConfig *cfg, const char *expr)
 	if (cfg->created_type == TIMESTAMPOID)
 		return psprintf("pg_catalog.timezone('UTC', %s)", expr);
 	return psprintf("%s::pg_catalog.timestamptz", expr);
+}
+
+/*
+ * Column col of the row alias (none: "") as type, or a NULL of that type
+ * for a column that is not attached.
+ */
+char *
+mb_column_as(const char *alias, const char *col, const char *type)
+{
+	if (col == NULL)
+		return psprintf("NULL::%s", type);
+	return psprintf("%s%s%s::%s", alias, *alias ? "." : "", col, type);
 }
 
 /*

@@ -11,17 +11,25 @@
 #include "executor/spi.h"
 #include "tcop/dest.h"
 
+/* The token counts a message is billed for, each at its own rate. */
+typedef enum MbTokenKind
+{
+	MB_INPUT,					/* uncached input (or the one tokens column) */
+	MB_OUTPUT,
+	MB_CACHED,					/* cache-read input */
+	MB_NUM_KINDS
+} MbTokenKind;
+
 typedef struct MbConfig
 {
 	Oid			relid;			/* the app's messages table */
 	char	   *relname;		/* schema-qualified, quoted, for SQL text */
 	char	   *key_col;		/* quoted column names */
 	char	   *org_col;
-	char	   *tokens_col;		/* NULL when input_col is set */
-	char	   *input_col;		/* NULL when not configured */
-	char	   *output_col;
-	char	   *cached_col;
-	char	   *billable_col;
+	char	   *count_cols[MB_NUM_KINDS];	/* by MbTokenKind: the input or
+										 * tokens column, output, cached;
+										 * NULL when not configured */
+	char	   *billable_col;	/* NULL when not configured */
 	char	   *model_col;
 	char	   *created_col;	/* NULL when not configured */
 	AttrNumber	key_attnum;
@@ -81,6 +89,7 @@ extern void mb_exec_sql_as_owner(const MbConfig *cfg, const char *sql,
 								 int nargs, Oid *argtypes, Datum *values,
 								 const char *nulls, int expected);
 extern char *mb_created_tz(const MbConfig *cfg, const char *expr);
+extern char *mb_column_as(const char *alias, const char *col, const char *type);
 extern Datum mb_message_value(const MbConfig *cfg, Datum key,
 							  const char *expr);
 

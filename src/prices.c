@@ -79,16 +79,6 @@ scale_rate(MbRate *r)
 
 static Datum numeric_cost_limit(void);
 
-static bool
-numeric_eq_text(Datum n, const char *text)
-{
-	return DatumGetBool(DirectFunctionCall2(numeric_eq, n,
-											DirectFunctionCall3(numeric_in,
-																CStringGetDatum(text),
-																ObjectIdGetDatum(InvalidOid),
-																Int32GetDatum(-1))));
-}
-
 /*
  * An amount of 0 to 10000 (the table's CHECKs) in millionths; false when
  * it has more than six decimals.
@@ -134,10 +124,6 @@ load_tariff(MbPrice *p, HeapTuple tup, TupleDesc desc)
 	p->tariff_scaled = numeric_micros(p->per_message, &p->fee_micros) &&
 		numeric_micros(p->minimum_charge, &p->min_micros) &&
 		numeric_micros(p->increment, &p->inc_micros);
-	p->plain = p->rounding == MB_ROUND_NEAREST &&
-		numeric_eq_text(p->per_message, "0") &&
-		numeric_eq_text(p->minimum_charge, "0") &&
-		numeric_eq_text(p->increment, "0.000001");
 }
 
 /* All prices, in the current memory context. */
@@ -358,10 +344,7 @@ numeric_cost(const MbPrice *price, const int64 *counts, Datum *cost)
 														  price->rates[k].value));
 	if (num_cmp(raw, price->minimum_charge) < 0)
 		raw = price->minimum_charge;
-	if (price->plain)
-		*cost = DirectFunctionCall2(numeric_round, raw, Int32GetDatum(6));
-	else
-		*cost = round_to_increment(raw, price);
+	*cost = round_to_increment(raw, price);
 	return num_cmp(*cost, numeric_cost_limit()) < 0;
 }
 

@@ -10,6 +10,8 @@
 
 #include "utils/timestamp.h"
 
+#include "config.h"
+
 /* How a tariff rounds a cost to a multiple of its increment. */
 typedef enum MbRounding
 {
@@ -17,15 +19,6 @@ typedef enum MbRounding
 	MB_ROUND_UP,
 	MB_ROUND_DOWN
 } MbRounding;
-
-/* The token counts a message is billed for, each at its own rate. */
-typedef enum MbTokenKind
-{
-	MB_INPUT,					/* uncached input (or the one tokens column) */
-	MB_OUTPUT,
-	MB_CACHED,					/* cache-read input */
-	MB_NUM_KINDS
-} MbTokenKind;
 
 /* A rate in credits per token. */
 typedef struct MbRate
@@ -44,8 +37,7 @@ typedef struct MbPrice
 	char	   *model;			/* NULL: the default price */
 	TimestampTz effective_from;
 	MbRate		rates[MB_NUM_KINDS];	/* output and cached default to input */
-	/* the rest of the tariff; plain: no fee, no minimum, nearest 0.000001 */
-	bool		plain;
+	/* the rest of the tariff */
 	Datum		per_message;	/* numeric */
 	Datum		minimum_charge; /* numeric */
 	Datum		increment;		/* numeric */

@@ -18,7 +18,6 @@
 #include "access.h"
 #include "config.h"
 #include "guard.h"
-#include "prices.h"
 #include "convert.h"
 #include "report.h"
 #include "version.h"
@@ -167,36 +166,19 @@ check_history_args(FunctionCallInfo fcinfo, const MbConfig *cfg)
 						 "before NULL.")));
 }
 
-/* A token column as bigint, NULL when none is attached. */
-static const char *
-count_sql(const char *col)
-{
-	return col ? psprintf("%s::pg_catalog.int8", col) : "NULL::pg_catalog.int8";
-}
-
-/* The input, output and cached counts of a message, as history shows them. */
-static char *
-token_counts_sql(const MbConfig *cfg)
-{
-	return psprintf("%s, %s, %s",
-					count_sql(cfg->input_col ? cfg->input_col : cfg->tokens_col),
-					count_sql(cfg->output_col), count_sql(cfg->cached_col));
-}
-
 /* All the tokens a message is billed for: the sum of the attached counts. */
 static char *
 total_tokens_sql(const MbConfig *cfg)
 {
-	const char *cols[MB_NUM_KINDS] = {cfg->input_col ? cfg->input_col :
-	cfg->tokens_col, cfg->output_col, cfg->cached_col};
 	StringInfoData sum;
 	int			k;
 
 	initStringInfo(&sum);
 	for (k = 0; k < MB_NUM_KINDS; k++)
-		if (cols[k])
+		if (cfg->count_cols[k])
 			appendStringInfo(&sum, "%s%s::pg_catalog.int8",
-							 sum.len > 0 ? " OPERATOR(pg_catalog.+) " : "", cols[k]);
+							 sum.len > 0 ? " OPERATOR(pg_catalog.+) " : "",
+							 cfg->count_cols[k]);
 	return sum.data;
 }
 
@@ -225,13 +207,16 @@ history(PG_FUNCTION_ARGS)
 	appendStringInfo(&sql,
 					 "SELECT %s::pg_catalog.text, %s, %s, %s,"
 					 " cost_credits::pg_catalog.numeric,"
-					 " billing_status::pg_catalog.text, charged_at, billing_error, %s"
+					 " billing_status::pg_catalog.text, charged_at, billing_error, %s, %s, %s"
 					 " FROM %s WHERE %s = $1 AND ($3 IS NULL OR %s < $3)%s"
 					 " ORDER BY %s%s DESC LIMIT $2",
 					 cfg->key_col, created, total_tokens_sql(cfg),
 					 cfg->model_col ?
 					 psprintf("%s::pg_catalog.text", cfg->model_col) :
-					 "NULL::pg_catalog.text", token_counts_sql(cfg),
+					 "NULL::pg_catalog.text",
+					 mb_column_as("", cfg->count_cols[MB_INPUT], "pg_catalog.int8"),
+					 mb_column_as("", cfg->count_cols[MB_OUTPUT], "pg_catalog.int8"),
+					 mb_column_as("", cfg->count_cols[MB_CACHED], "pg_catalog.int8"),
 					 cfg->relname, cfg->org_col, created,
 					 mb_caller_may_read_org(cfg, values[0]) ? "" : " AND false",
 					 cfg->created_col ? psprintf("%s DESC, ", cfg->created_col) : "",

@@ -21,7 +21,9 @@ OBJS = \
 	src/owner.o \
 	src/access.o \
 	src/retain.o \
-	src/version.o
+	src/version.o \
+	src/hold.o \
+	src/spend.o
 
 EXTENSION = msgbilling
 DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql

@@ -542,7 +542,8 @@ DECLARE
     tab text;
     have regtype;
 BEGIN
-    FOREACH tab IN ARRAY ARRAY['credits', 'ledger'] LOOP
+    FOREACH tab IN ARRAY ARRAY['credits', 'ledger', 'holds', 'alert_rules',
+                                'alerts', 'budgets'] LOOP
         SELECT a.atttypid::regtype INTO have FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = pg_catalog.format('msgbilling.%I', tab)::regclass
            AND a.attname = 'org_id';
@@ -911,7 +912,8 @@ $$;
 -- cached_tokens_column (cache-read input); tokens_column alone is billed at
 -- the input rate, and is left NULL when input_tokens_column is named (both
 -- would be input).  billable_column (boolean): a message whose value is
--- false is no_charge.
+-- false is no_charge.  hold_column (bigint): the hold the app took for the
+-- message, released when the message is billed.
 CREATE FUNCTION msgbilling.attach(messages regclass,
                                   org_column name DEFAULT 'org_id',
                                   tokens_column name DEFAULT 'tokens_used',
@@ -922,7 +924,8 @@ CREATE FUNCTION msgbilling.attach(messages regclass,
                                   input_tokens_column name DEFAULT NULL,
                                   output_tokens_column name DEFAULT NULL,
                                   cached_tokens_column name DEFAULT NULL,
-                                  billable_column name DEFAULT NULL)
+                                  billable_column name DEFAULT NULL,
+                                  hold_column name DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -980,6 +983,9 @@ BEGIN
         PERFORM msgbilling._column_type(messages, billable_column, 'billable',
                                         '{boolean}');
     END IF;
+    IF hold_column IS NOT NULL THEN
+        PERFORM msgbilling._column_type(messages, hold_column, 'hold', '{bigint}');
+    END IF;
     IF model_column IS NOT NULL THEN
         PERFORM msgbilling._column_type(messages, model_column, 'model',
                                         '{text,character varying}');
@@ -1019,10 +1025,11 @@ BEGIN
                                    created_column, org_type,
                                    input_tokens_column, output_tokens_column,
                                    cached_tokens_column, billable_column,
-                                   index_names)
+                                   hold_column, index_names)
     VALUES (messages, pk.col, org_column, tokens_column, model_column,
             created_column, org_type, input_tokens_column,
             output_tokens_column, cached_tokens_column, billable_column,
+            hold_column,
             msgbilling._create_indexes(messages, pk.col, org_column,
                                        created_column, NOT live));
     PERFORM msgbilling._create_guards(messages);
@@ -1061,7 +1068,7 @@ $$;
 
 -- attach and detach alter the app's table and msgbilling's own tables:
 -- they are for the extension's owner (a DBA), who may grant them.
-SELECT msgbilling._restore_grants('msgbilling.attach(regclass, name, name, name, name, boolean, boolean, name, name, name, name)',
+SELECT msgbilling._restore_grants('msgbilling.attach(regclass, name, name, name, name, boolean, boolean, name, name, name, name, name)',
                                   'msgbilling.attach(regclass,name,name,name,name,boolean)');
 REVOKE ALL ON FUNCTION msgbilling._index_statements(regclass, text[], name, name, name, boolean),
     msgbilling._create_indexes(regclass, name, name, name, boolean),
@@ -1253,3 +1260,266 @@ REVOKE ALL ON FUNCTION msgbilling._check_tariff_amount(text, numeric),
     msgbilling.set_tariff(text, numeric, numeric, numeric, numeric, numeric, numeric,
                           text, timestamptz),
     msgbilling.tariff_at(text, timestamptz) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Spend control: holds before the LLM call, low-balance alerts, period
+-- budgets (C: hold.c, spend.c; the ledger's trigger below)
+-------------------------------------------------------------------------------
+
+-- Credits reserved for in-flight LLM calls.  A hold counts until it is
+-- released (release(), or billing the message that names it) or until
+-- expires_at, whichever comes first; an expired row is only space, and the
+-- worker deletes it.
+CREATE TABLE msgbilling.holds (
+    id bigserial PRIMARY KEY,
+    org_id text NOT NULL,
+    amount numeric(20,6) NOT NULL CHECK (amount > 0),
+    hold_key text,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+-- hold() sums an org's unexpired holds from this index alone.
+CREATE INDEX holds_org_expiry ON msgbilling.holds (org_id, expires_at)
+    INCLUDE (amount);
+-- A hold key names one hold of its org: two tenants' keys never meet.
+CREATE UNIQUE INDEX holds_org_key ON msgbilling.holds (org_id, hold_key)
+    WHERE hold_key IS NOT NULL;
+
+-- Low-balance thresholds.  org_id NULL: every org that has none of its own.
+CREATE TABLE msgbilling.alert_rules (
+    org_id text,
+    threshold numeric(20,6) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE UNIQUE INDEX alert_rules_org_threshold
+    ON msgbilling.alert_rules (org_id, threshold) NULLS NOT DISTINCT;
+
+-- One row per crossing: 'low' (the balance went below threshold),
+-- 'recovered' (back to it or above), 'budget' (a soft budget's spend
+-- reached its amount, threshold; once per period).  Also sent at commit
+-- as NOTIFY msgbilling_alerts, with the row as JSON.
+CREATE TABLE msgbilling.alerts (
+    id bigserial PRIMARY KEY,
+    org_id text NOT NULL,
+    threshold numeric(20,6) NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('low', 'recovered', 'budget')),
+    balance numeric(20,6) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX alerts_org_id ON msgbilling.alerts (org_id, id);
+
+-- Spending limits per period.  spent is the net of the org's charge and
+-- refund entries in the ledger since period_start (the ledger's trigger
+-- keeps it); a charge in a later period starts it again from zero.
+CREATE TABLE msgbilling.budgets (
+    org_id text NOT NULL,
+    period text NOT NULL CHECK (period IN ('day', 'week', 'month')),
+    amount numeric(20,6) NOT NULL CHECK (amount >= 0),
+    hard boolean NOT NULL,
+    time_zone text NOT NULL,
+    period_start timestamptz NOT NULL,
+    spent numeric(20,6) NOT NULL DEFAULT 0,
+    -- soft: the period whose budget alert went out
+    alerted_start timestamptz,
+    -- hard: the period of the org's budget_exceeded failures, which go
+    -- back to pending once a later one starts
+    exceeded_start timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, period)
+);
+CREATE INDEX budgets_exceeded ON msgbilling.budgets (exceeded_start)
+    WHERE exceeded_start IS NOT NULL;
+
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.holds', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.holds_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.alert_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.alerts', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.alerts_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('msgbilling.budgets', '');
+REVOKE ALL ON msgbilling.holds, msgbilling.alert_rules, msgbilling.alerts,
+    msgbilling.budgets FROM PUBLIC;
+
+-- The start of the period of a budget that contains time at: a calendar
+-- day, ISO week (from Monday) or calendar month in time zone tz.
+CREATE FUNCTION msgbilling._period_start(period text, tz text, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN pg_catalog.date_trunc(period, at, tz);
+
+CREATE FUNCTION msgbilling._period_end(period text, tz text, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN (pg_catalog.timezone(tz, pg_catalog.date_trunc(period, at, tz))
+        + pg_catalog.concat('1 ', period)::interval) AT TIME ZONE tz;
+
+-- An alert goes out at commit as NOTIFY msgbilling_alerts, its row as JSON.
+CREATE FUNCTION msgbilling._notify_alert(a msgbilling.alerts)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT pg_catalog.pg_notify('msgbilling_alerts',
+           pg_catalog.json_build_object('org_id', a.org_id, 'kind', a.kind,
+               'threshold', a.threshold, 'balance', a.balance)::text)
+$$;
+
+-- After every INSERT into the ledger, from the statement's new entries:
+-- the low-balance crossings, and the spend of the orgs' budgets.  Every
+-- balance change has its entry (balance_after, amount), made while its
+-- wallet is held, so an org's entries are in order and each crossing is
+-- seen once, by the transaction that made it; an aborted one sends
+-- nothing.  Entries not made by this transaction (now()) are a restore's.
+--
+-- The SHARE lock on alert_rules is the rules lock: set_alert, drop_alert
+-- and set_budget take SHARE ROW EXCLUSIVE on it, so a rule or budget is
+-- never set between a balance change and its check.
+CREATE FUNCTION msgbilling._ledger_added()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sent bigint;
+BEGIN
+    LOCK TABLE msgbilling.alert_rules IN SHARE MODE;
+    IF NOT EXISTS (SELECT 1 FROM msgbilling.alert_rules)
+       AND NOT EXISTS (SELECT 1 FROM msgbilling.budgets) THEN
+        RETURN NULL;
+    END IF;
+    WITH e AS (
+        SELECT n.id, n.org_id, n.balance_after - n.amount AS before,
+               n.balance_after AS after
+          FROM added n
+         WHERE n.created_at = pg_catalog.now() AND n.amount <> 0),
+    r AS (
+        SELECT e.*, a.threshold FROM e JOIN msgbilling.alert_rules a
+            ON a.org_id = e.org_id
+        UNION ALL
+        SELECT e.*, a.threshold FROM e JOIN msgbilling.alert_rules a
+            ON a.org_id IS NULL
+         WHERE NOT EXISTS (SELECT 1 FROM msgbilling.alert_rules o
+                            WHERE o.org_id = e.org_id)),
+    i AS (
+        INSERT INTO msgbilling.alerts AS a (org_id, threshold, kind, balance)
+        SELECT r.org_id, r.threshold,
+               CASE WHEN r.after < r.threshold THEN 'low' ELSE 'recovered' END,
+               r.after
+          FROM r
+         WHERE (r.before >= r.threshold) <> (r.after >= r.threshold)
+         ORDER BY r.id, r.threshold
+        RETURNING a)
+    SELECT pg_catalog.count(msgbilling._notify_alert(i.a)) INTO sent FROM i;
+    WITH s AS (
+        SELECT n.org_id, -pg_catalog.sum(n.amount) AS amount,
+               (pg_catalog.array_agg(n.balance_after ORDER BY n.id DESC))[1] AS balance
+          FROM added n
+         WHERE n.created_at = pg_catalog.now() AND n.kind IN ('charge', 'refund')
+         GROUP BY n.org_id),
+    o AS (
+        SELECT b.org_id, b.period, b.alerted_start AS was_alerted,
+               msgbilling._period_start(b.period, b.time_zone, pg_catalog.now()) AS ps
+          FROM msgbilling.budgets b JOIN s ON s.org_id = b.org_id
+           FOR UPDATE OF b),
+    u AS (
+        UPDATE msgbilling.budgets b
+           SET spent = CASE WHEN b.period_start = o.ps THEN b.spent ELSE 0 END + s.amount,
+               period_start = o.ps,
+               alerted_start = CASE WHEN NOT b.hard
+                   AND CASE WHEN b.period_start = o.ps THEN b.spent ELSE 0 END
+                       + s.amount >= b.amount
+                   THEN o.ps ELSE b.alerted_start END,
+               updated_at = pg_catalog.now()
+          FROM o, s
+         WHERE b.org_id = o.org_id AND b.period = o.period AND s.org_id = o.org_id
+        RETURNING b.org_id, b.amount, b.alerted_start, o.was_alerted, s.balance),
+    i AS (
+        INSERT INTO msgbilling.alerts AS a (org_id, threshold, kind, balance)
+        SELECT u.org_id, u.amount, 'budget', u.balance FROM u
+         WHERE u.alerted_start IS DISTINCT FROM u.was_alerted
+        RETURNING a)
+    SELECT pg_catalog.count(msgbilling._notify_alert(i.a)) INTO sent FROM i;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER ledger_added AFTER INSERT ON msgbilling.ledger
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION msgbilling._ledger_added();
+
+REVOKE ALL ON FUNCTION msgbilling._period_start(text, text, timestamptz),
+    msgbilling._period_end(text, text, timestamptz),
+    msgbilling._notify_alert(msgbilling.alerts),
+    msgbilling._ledger_added() FROM PUBLIC;
+
+ALTER TABLE msgbilling.config ADD COLUMN hold_column name;
+
+-- hold(org_id, amount, ttl, hold_key) -> the hold's id, or NULL when the
+-- org has less than amount available.  release(hold_id) -> whether it was
+-- active.  available(org_id) -> what a hold may take now.  For the app's
+-- role (GRANT EXECUTE), under the tenant rules of stats() and balance().
+CREATE FUNCTION msgbilling.hold(org_id "any", amount numeric,
+                                ttl interval DEFAULT '10 minutes',
+                                hold_key text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'hold'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.release(hold_id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'release'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.available(org_id "any")
+RETURNS numeric
+AS 'MODULE_PATHNAME', 'available'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- set_alert(org_id, threshold): org NULL for every org without its own.
+CREATE FUNCTION msgbilling.set_alert(org_id "any", threshold numeric)
+RETURNS void
+AS 'MODULE_PATHNAME', 'set_alert'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.drop_alert(org_id "any", threshold numeric)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'drop_alert'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- set_budget(org_id, period, amount, hard, time_zone): amount NULL removes
+-- the org's budget of that period.
+CREATE FUNCTION msgbilling.set_budget(org_id "any", period text, amount numeric,
+                                      hard boolean DEFAULT true,
+                                      time_zone text DEFAULT 'UTC')
+RETURNS void
+AS 'MODULE_PATHNAME', 'set_budget'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION msgbilling.budget_status(org_id "any")
+RETURNS TABLE (period_start timestamptz, period_end timestamptz,
+               amount numeric, spent numeric, remaining numeric,
+               hard boolean)
+AS 'MODULE_PATHNAME', 'budget_status'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Holds and budgets decide whether the app serves a call: a role granted
+-- them (the app's) gets them for the orgs whose messages it may read.
+-- Alerts and budgets are set by the billing role.
+REVOKE ALL ON FUNCTION msgbilling.hold("any", numeric, interval, text),
+    msgbilling.release(bigint),
+    msgbilling.available("any"),
+    msgbilling.set_alert("any", numeric),
+    msgbilling.drop_alert("any", numeric),
+    msgbilling.set_budget("any", text, numeric, boolean, text),
+    msgbilling.budget_status("any") FROM PUBLIC;
+
+-- An attached table's org type, for the new tables too.
+SELECT msgbilling._set_org_type(c.org_type) FROM msgbilling.config c;

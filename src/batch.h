@@ -33,6 +33,9 @@ typedef struct BatchOrg
 	bool		blocked;		/* an older pending message is held
 								 * elsewhere: bill none now */
 	Datum		limit;			/* numeric: balance + overdraft limit */
+	bool		has_budget;		/* a hard budget: */
+	Datum		budget_left;	/* numeric: the least any has left */
+	const char *unpaid;			/* why its first unpaid message failed */
 	Datum		charge;			/* numeric: sum of charged costs */
 	int			ncharged;
 	int			nfree;			/* its no_charge messages */
@@ -56,6 +59,8 @@ typedef struct BatchRow
 	bool		counts_null;	/* a named token column is NULL */
 	int64		counts[MB_NUM_KINDS];	/* by MbTokenKind; 0 when not named */
 	bool		free;			/* its billable column is false */
+	bool		has_hold;		/* its hold column names a hold */
+	int64		hold_id;
 	char	   *model;			/* NULL: none */
 	bool		created_null;
 	TimestampTz created;		/* for pricing */

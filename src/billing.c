@@ -32,6 +32,7 @@
 #include "convert.h"
 #include "msgbilling.h"
 #include "prices.h"
+#include "spend.h"
 #include "yield.h"
 
 /* Tokens above this are not a real message. */
@@ -152,12 +153,35 @@ price_row(const Batch *b, BatchRow *r, TimestampTz now)
 	return NULL;
 }
 
+/* Whether charging up to after would take a hard budget of o past it. */
+static bool
+over_budget(const BatchOrg *o, Datum after)
+{
+	return o->has_budget && num_cmp(after, o->budget_left) > 0;
+}
+
+/*
+ * Why a message that does not fit, or comes after one that did not, fails:
+ * behind the org's first unpaid message of this batch, for its reason;
+ * otherwise budget_exceeded when a hard budget has too little left (a
+ * top-up would not help), else insufficient_credits.
+ */
+static const char *
+unpaid_reason(const BatchOrg *o, Datum after, bool exhausted)
+{
+	if (exhausted && o->unpaid != NULL)
+		return o->unpaid;
+	return over_budget(o, after) ? "budget_exceeded" : "insufficient_credits";
+}
+
 /*
  * Decide an org's messages in order.  Once one does not fit the limit, the
  * org's later messages fail too, even cheaper ones, so that billing never
  * skips ahead of an unpaid message; an org that has one from an earlier
- * batch starts exhausted.  A change to the wallet makes those failures
- * pending again (wallet.c), which lifts this.
+ * batch starts exhausted.  The limit is the wallet's and the least any
+ * hard budget has left.  A change to the wallet or the budgets, or a new
+ * budget period, makes those failures pending again (wallet.c, spend.c),
+ * which lifts this.
  */
 static void
 decide_org(Batch *b, BatchOrg *o, TimestampTz now)
@@ -200,9 +224,10 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
 			continue;
 		}
 		after = num_add(o->charge, r->cost);
-		if (exhausted || num_cmp(after, o->limit) > 0)
+		if (exhausted || num_cmp(after, o->limit) > 0 || over_budget(o, after))
 		{
-			r->reason = "insufficient_credits";
+			r->reason = unpaid_reason(o, after, exhausted);
+			o->unpaid = r->reason;
 			exhausted = true;
 			continue;
 		}
@@ -323,6 +348,7 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 		(void) mb_fail_orgless(&b, totals);
 		looked = b.orgless;
 		b.prices = mb_prices_load();
+		mb_budget_limits(&b);
 		for (i = 0; i < b.norgs; i++)
 			decide_org(&b, &b.orgs[i], GetCurrentTransactionStartTimestamp());
 		looked += b.nrows + b.skipped;
@@ -331,6 +357,8 @@ mb_bill_batch(const MbConfig *cfg, MbClaimMode mode, Datum arg, int64 limit,
 			if (b.orgs[i].ncharged > 0)
 				totals->credits = num_add(totals->credits, b.orgs[i].charge);
 		mb_write_messages(&b, totals);
+		mb_mark_budget_exceeded(&b);
+		mb_release_batch_holds(&b);
 		totals->skipped += b.skipped;
 	}
 	/*

@@ -25,6 +25,7 @@
 #include "version.h"
 #include "report.h"
 #include "resume.h"
+#include "spend.h"
 
 PG_FUNCTION_INFO_V1(process_message_billing);
 PG_FUNCTION_INFO_V1(process_batch_billing);
@@ -186,6 +187,7 @@ bill_pending(FunctionCallInfo fcinfo, int64 max, int64 batch_size,
 	Datum		org = (mode == MB_CLAIM_ORG) ?
 		mb_arg_as(fcinfo, 0, cfg->org_type, "org id") : (Datum) 0;
 
+	mb_spend_housekeeping(cfg, org, mode == MB_CLAIM_ALL);
 	for (;;)
 	{
 		int64		limit = Min(batch_size, max);

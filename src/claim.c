@@ -46,6 +46,7 @@
 #include "batch.h"
 #include "convert.h"
 #include "resume.h"
+#include "wallet.h"
 #include "yield.h"
 
 /* ORDER BY of the billing order on messages alias a. */
@@ -109,16 +110,18 @@ model_expr(const MbConfig *cfg)
 
 /*
  * What message m is billed for, as columns t (input tokens: the input or
- * the tokens column), ot (output), ct (cached) and bl (billable).
+ * the tokens column), ot (output), ct (cached), bl (billable) and hd (the
+ * hold its LLM call took).
  */
 static char *
 billed_exprs(const MbConfig *cfg)
 {
-	return psprintf("%s AS t, %s AS ot, %s AS ct, %s AS bl",
+	return psprintf("%s AS t, %s AS ot, %s AS ct, %s AS bl, %s AS hd",
 					mb_column_as("m", cfg->count_cols[MB_INPUT], "pg_catalog.int8"),
 					mb_column_as("m", cfg->count_cols[MB_OUTPUT], "pg_catalog.int8"),
 					mb_column_as("m", cfg->count_cols[MB_CACHED], "pg_catalog.int8"),
-					mb_column_as("m", cfg->billable_col, "pg_catalog.bool"));
+					mb_column_as("m", cfg->billable_col, "pg_catalog.bool"),
+					mb_column_as("m", cfg->hold_col, "pg_catalog.int8"));
 }
 
 static const char *
@@ -262,7 +265,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 					" AND m.%s IN (SELECT pg_catalog.unnest($3))"
 					" FOR NO KEY UPDATE OF m SKIP LOCKED),"
 					" c AS (SELECT * FROM p UNION ALL SELECT * FROM f)"
-					" SELECT c.tid, c.rel, c.k, c.t, c.ot, c.ct, c.bl,"
+					" SELECT c.tid, c.rel, c.k, c.t, c.ot, c.ct, c.bl, c.hd,"
 					" c.md::pg_catalog.text, %s,"
 					" c.cr, u.ix, c.req FROM c JOIN pg_catalog.unnest($3)"
 					" WITH ORDINALITY AS u(o, ix) ON u.o = c.o"
@@ -286,7 +289,7 @@ claim_sql(const MbConfig *cfg, MbClaimMode mode)
 static char *
 run_claim_sql(const MbConfig *cfg)
 {
-	return psprintf("SELECT r.tid, r.rel, r.k, r.t, r.ot, r.ct, r.bl,"
+	return psprintf("SELECT r.tid, r.rel, r.k, r.t, r.ot, r.ct, r.bl, r.hd,"
 					" r.md::pg_catalog.text, %s, r.cr,"
 					" u.ix, true, s.held, s.missing, w.lim"
 					" FROM pg_catalog.unnest($2) WITH ORDINALITY AS u(o, ix)"
@@ -354,7 +357,8 @@ older_than_last_sql(const MbConfig *cfg)
 }
 
 /*
- * Whether org u has an insufficient_credits failure older than its last
+ * Whether org u has an unpaid failure (insufficient_credits,
+ * budget_exceeded) older than its last
  * claimed message.  Orgs with none are the rule, so first one look for any
  * such failure of the batch's orgs ($1), an InitPlan: each org's own look
  * probes every partition of a partitioned table, and runs only if that
@@ -366,10 +370,10 @@ older_unpaid_sql(const MbConfig *cfg)
 	return psprintf("(SELECT EXISTS (SELECT 1 FROM %s g"
 					" WHERE g.%s OPERATOR(pg_catalog.=) ANY ($1)"
 					" AND g.billing_status = 'failed'"
-					" AND g.billing_error = 'insufficient_credits'))"
+					" AND g.billing_error IN " MB_UNPAID_SQL "))"
 					" AND EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
 					" AND f.billing_status = 'failed'"
-					" AND f.billing_error = 'insufficient_credits' AND %s)",
+					" AND f.billing_error IN " MB_UNPAID_SQL " AND %s)",
 					cfg->relname, cfg->org_col,
 					cfg->relname, cfg->org_col, older_than_last_sql(cfg));
 }
@@ -617,7 +621,8 @@ typedef struct ClaimReceiver
 
 enum
 {
-	CL_TID, CL_REL, CL_KEY, CL_INPUT, CL_OUTPUT, CL_CACHED, CL_BILLABLE, CL_MODEL,
+	CL_TID, CL_REL, CL_KEY, CL_INPUT, CL_OUTPUT, CL_CACHED, CL_BILLABLE, CL_HOLD,
+	CL_MODEL,
 	CL_CREATED, CL_CREATED_RAW, CL_IX, CL_REQUESTED, CL_HELD, CL_MISSING, CL_LIMIT
 };
 
@@ -658,6 +663,9 @@ add_counts(const MbConfig *cfg, BatchRow *r, const Datum *v, const bool *isnull)
 			r->counts[k] = DatumGetInt64(v[CL_INPUT + k]);
 	}
 	r->free = !isnull[CL_BILLABLE] && !DatumGetBool(v[CL_BILLABLE]);
+	r->has_hold = !isnull[CL_HOLD];
+	if (r->has_hold)
+		r->hold_id = DatumGetInt64(v[CL_HOLD]);
 }
 
 /* Append a claimed message to the batch; each org's rows are adjacent. */

@@ -50,7 +50,7 @@ static List *partition_plans = NIL;	/* in config_cxt */
 #define CONFIG_SQL \
 	"SELECT messages::pg_catalog.oid, key_column, org_column, tokens_column," \
 	" model_column, created_column, input_tokens_column, output_tokens_column," \
-	" cached_tokens_column, billable_column FROM msgbilling.config"
+	" cached_tokens_column, billable_column, hold_column FROM msgbilling.config"
 
 /* Text of column i of the config row, or NULL. */
 static char *
@@ -66,6 +66,7 @@ static const Oid tokens_types[] = {INT2OID, INT4OID, INT8OID, InvalidOid};
 static const Oid model_types[] = {TEXTOID, VARCHAROID, InvalidOid};
 static const Oid created_types[] = {TIMESTAMPTZOID, TIMESTAMPOID, InvalidOid};
 static const Oid billable_types[] = {BOOLOID, InvalidOid};
+static const Oid hold_types[] = {INT8OID, InvalidOid};
 static const Oid status_types[] = {VARCHAROID, TEXTOID, InvalidOid};
 static const Oid cost_types[] = {NUMERICOID, InvalidOid};
 static const Oid charged_types[] = {TIMESTAMPTZOID, InvalidOid};
@@ -205,6 +206,7 @@ config_from_row(HeapTuple tup, TupleDesc desc)
 	cfg->model_col = optional_column(cfg, tup, desc, 5, "model", model_types);
 	cfg->billable_col = optional_column(cfg, tup, desc, 10, "billable",
 										billable_types);
+	cfg->hold_col = optional_column(cfg, tup, desc, 11, "hold", hold_types);
 	cfg->created_col = quoted_or_null(config_text(tup, desc, 6));
 	if (cfg->created_col)
 	{
@@ -243,6 +245,7 @@ same_config(const MbConfig *a, const MbConfig *b)
 		same_str(a->count_cols[MB_OUTPUT], b->count_cols[MB_OUTPUT]) &&
 		same_str(a->count_cols[MB_CACHED], b->count_cols[MB_CACHED]) &&
 		same_str(a->billable_col, b->billable_col) &&
+		same_str(a->hold_col, b->hold_col) &&
 		same_str(a->model_col, b->model_col) &&
 		same_str(a->created_col, b->created_col);
 }
@@ -294,6 +297,7 @@ remember_config(const MbConfig *cfg)
 	for (k = 0; k < MB_NUM_KINDS; k++)
 		cached->count_cols[k] = copy_or_null(cfg->count_cols[k]);
 	cached->billable_col = copy_or_null(cfg->billable_col);
+	cached->hold_col = copy_or_null(cfg->hold_col);
 	cached->model_col = copy_or_null(cfg->model_col);
 	cached->created_col = copy_or_null(cfg->created_col);
 	MemoryContextSwitchTo(old);

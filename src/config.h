@@ -30,6 +30,7 @@ typedef struct MbConfig
 										 * tokens column, output, cached;
 										 * NULL when not configured */
 	char	   *billable_col;	/* NULL when not configured */
+	char	   *hold_col;		/* NULL when not configured */
 	char	   *model_col;
 	char	   *created_col;	/* NULL when not configured */
 	AttrNumber	key_attnum;
@@ -65,6 +66,10 @@ typedef enum MbStmt
 	MB_STMT_FAIL_ORGLESS_ONE,
 	MB_STMT_PRICES,
 	MB_STMT_DISTINCT_IDS,
+	MB_STMT_BUDGET_LIMITS,
+	MB_STMT_MARK_EXCEEDED,
+	MB_STMT_RELEASE_HOLDS,
+	MB_STMT_AVAILABLE,
 	MB_NUM_STMTS
 } MbStmt;
 

@@ -65,8 +65,8 @@ mb_return_one_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
  * Return the rows of SPI_tuptable; the query's columns match the
  * function's result type.
  */
-static void
-return_spi_rows(FunctionCallInfo fcinfo)
+void
+mb_return_spi_rows(FunctionCallInfo fcinfo)
 {
 	TupleDesc	desc;
 	Tuplestorestate *store = mb_begin_rows(fcinfo, &desc);
@@ -86,7 +86,7 @@ return_query(FunctionCallInfo fcinfo, const char *sql, int nargs,
 
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "report query returned %s", SPI_result_code_string(ret));
-	return_spi_rows(fcinfo);
+	mb_return_spi_rows(fcinfo);
 }
 
 /*

@@ -16,4 +16,6 @@ extern Tuplestorestate *mb_begin_rows(FunctionCallInfo fcinfo,
 extern void mb_return_one_row(FunctionCallInfo fcinfo, Datum *values,
 							  bool *nulls);
 
+extern void mb_return_spi_rows(FunctionCallInfo fcinfo);
+
 #endif							/* MB_REPORT_H */

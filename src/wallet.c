@@ -24,6 +24,7 @@
 #include "msgbilling.h"
 #include "version.h"
 #include "wake.h"
+#include "wallet.h"
 
 PG_FUNCTION_INFO_V1(top_up);
 PG_FUNCTION_INFO_V1(adjust);
@@ -59,10 +60,10 @@ num_cmp(Datum a, Datum b)
 /*
  * Error unless amount is a finite number of credits with at most six
  * decimals and below MB_AMOUNT_LIMIT in size; sign is 1 (must be > 0),
- * 0 (must be >= 0) or -1 (any sign but zero).
+ * 0 (must be >= 0), -1 (any sign but zero) or 2 (any).
  */
-static void
-check_amount(Datum amount, int sign, const char *what)
+void
+mb_check_amount(Datum amount, int sign, const char *what)
 {
 	Datum		limit = DirectFunctionCall3(numeric_in,
 											CStringGetDatum(MB_AMOUNT_LIMIT),
@@ -72,7 +73,7 @@ check_amount(Datum amount, int sign, const char *what)
 	Datum		absval = DirectFunctionCall1(numeric_abs, amount);
 	Datum		rounded = DirectFunctionCall2(numeric_round, amount,
 											  Int32GetDatum(6));
-	bool		bad_sign = (sign > 0 && num_cmp(amount, zero) <= 0) ||
+	bool		bad_sign = (sign == 1 && num_cmp(amount, zero) <= 0) ||
 		(sign == 0 && num_cmp(amount, zero) < 0) ||
 		(sign < 0 && num_cmp(amount, zero) == 0);
 
@@ -81,8 +82,9 @@ check_amount(Datum amount, int sign, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be %s and finite, not %s", what,
-						sign > 0 ? "greater than zero" :
-						sign == 0 ? "zero or more" : "non-zero",
+						sign == 1 ? "greater than zero" :
+						sign == 0 ? "zero or more" :
+						sign == 2 ? "a number" : "non-zero",
 						mb_brief(mb_datum_text(amount, NUMERICOID)))));
 	if (num_cmp(absval, limit) >= 0)
 		ereport(ERROR,
@@ -101,8 +103,8 @@ check_amount(Datum amount, int sign, const char *what)
 }
 
 /* Error unless a key (an idempotency key, a text org id) fits its index. */
-static void
-check_key_size(Datum value, const char *what)
+void
+mb_check_key_size(Datum value, const char *what)
 {
 	int			len = VARSIZE_ANY_EXHDR(DatumGetTextPP(value));
 
@@ -129,14 +131,14 @@ ensure_wallet(const MbConfig *cfg, Datum org)
  * Hold the org's wallet, creating it if it has none: lock it (waiting for
  * a biller that holds it) and return its balance.
  */
-static Datum
-hold_wallet(const MbConfig *cfg, Datum org)
+Datum
+mb_hold_wallet(const MbConfig *cfg, Datum org)
 {
 	Oid			argtypes[1] = {cfg->org_type};
 	bool		isnull;
 
 	if (cfg->org_type == TEXTOID)
-		check_key_size(org, "org id");
+		mb_check_key_size(org, "org id");
 	ensure_wallet(cfg, org);
 	mb_exec_sql("SELECT balance FROM msgbilling.credits WHERE org_id = $1 FOR UPDATE",
 				1, argtypes, &org, NULL, SPI_OK_SELECT);
@@ -185,6 +187,28 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 }
 
 /*
+ * The failure reasons repend_failed makes pending again, as a text array:
+ * MB_UNPAID is both unpaid reasons, which go back together (a top-up may
+ * not lift a budget, nor a new period an empty wallet, but billing them
+ * again in order finds out).
+ */
+static Datum
+unpaid_or(const char *reason)
+{
+	Datum		elems[2];
+	int			n = 0;
+
+	if (strcmp(reason, MB_UNPAID) == 0)
+	{
+		elems[n++] = CStringGetTextDatum("insufficient_credits");
+		elems[n++] = CStringGetTextDatum("budget_exceeded");
+	}
+	else
+		elems[n++] = CStringGetTextDatum(reason);
+	return mb_array(elems, NULL, n, TEXTOID);
+}
+
+/*
  * Make failures for reason pending again, of one org (org_null false) or
  * all; returns how many.  With wait (the caller holds the org's wallet),
  * rows another session holds are waited for.  Without (retry_failed, a new
@@ -200,24 +224,25 @@ static uint64
 repend_failed(const MbConfig *cfg, const char *reason, Datum org,
 			  bool org_null, bool wait, Datum held_orgs)
 {
-	Oid			argtypes[3] = {cfg->org_type, TEXTOID, cfg->org_array_type};
-	Datum		values[3] = {org, reason ? CStringGetTextDatum(reason) : (Datum) 0,
+	Oid			argtypes[3] = {cfg->org_type, TEXTARRAYOID, cfg->org_array_type};
+	Datum		values[3] = {org, reason ? unpaid_or(reason) : (Datum) 0,
 	held_orgs};
 	char		nulls[3] = {org_null ? 'n' : ' ', reason ? ' ' : 'n',
 	held_orgs == (Datum) 0 ? 'n' : ' '};
 	const char *whole_orgs = wait ? "" :
-		psprintf(" AND (l.e IS DISTINCT FROM 'insufficient_credits'"
+		psprintf(" AND (l.e IS NULL OR l.e NOT IN " MB_UNPAID_SQL
 				 " OR (l.o OPERATOR(pg_catalog.=) ANY ($3)"
 				 " AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.%s = l.o"
 				 " AND s.billing_status = 'failed'"
-				 " AND s.billing_error = 'insufficient_credits'"
+				 " AND s.billing_error IN " MB_UNPAID_SQL
 				 " AND NOT EXISTS (SELECT 1 FROM l h WHERE h.k = s.%s))))",
 				 cfg->relname, cfg->org_col, cfg->key_col);
 	char	   *sql = psprintf("WITH l AS (SELECT f.%s AS k, f.%s AS o,"
 							   " f.billing_error AS e FROM %s f"
 							   " WHERE f.billing_status = 'failed'"
 							   " AND ($1 IS NULL OR f.%s = $1)"
-							   " AND ($2 IS NULL OR f.billing_error = $2)"
+							   " AND ($2 IS NULL OR f.billing_error"
+							   " OPERATOR(pg_catalog.=) ANY ($2))"
 							   " FOR UPDATE%s)"
 							   " UPDATE %s m SET billing_status = 'pending',"
 							   " billing_error = NULL FROM l"
@@ -254,7 +279,7 @@ lock_idle_wallets(const MbConfig *cfg, Datum org, bool org_null)
 						 " WHERE ($1 IS NULL OR c.org_id = $1) AND EXISTS"
 						 " (SELECT 1 FROM %s f WHERE f.%s = c.org_id"
 						 " AND f.billing_status = 'failed'"
-						 " AND f.billing_error = 'insufficient_credits')"
+						 " AND f.billing_error IN " MB_UNPAID_SQL ")"
 						 " FOR UPDATE OF c SKIP LOCKED) w",
 						 cfg->relname, cfg->org_col),
 				 1, argtypes, &org, nulls, SPI_OK_SELECT);
@@ -273,8 +298,17 @@ lock_idle_wallets(const MbConfig *cfg, Datum org, bool org_null)
 static void
 repend_insufficient(const MbConfig *cfg, Datum org)
 {
-	(void) repend_failed(cfg, "insufficient_credits", org, false, true,
-						 (Datum) 0);
+	(void) repend_failed(cfg, MB_UNPAID, org, false, true, (Datum) 0);
+}
+
+/*
+ * The org's unpaid failures (insufficient_credits, budget_exceeded) back to
+ * pending, for a change to its budgets; the caller holds its wallet.
+ */
+uint64
+mb_repend_unpaid(const MbConfig *cfg, Datum org)
+{
+	return repend_failed(cfg, MB_UNPAID, org, false, true, (Datum) 0);
 }
 
 /*
@@ -339,7 +373,7 @@ top_up(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 0, "org id");
 	mb_require_arg(fcinfo, 1, "amount");
 	amount = PG_GETARG_DATUM(1);
-	check_amount(amount, 1, "amount");
+	mb_check_amount(amount, 1, "amount");
 	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
@@ -349,12 +383,12 @@ top_up(PG_FUNCTION_ARGS)
 	 * key itself (it may name another org), then the wallet.
 	 */
 	if (!PG_ARGISNULL(3))
-		check_key_size(PG_GETARG_DATUM(3), "idempotency key");
+		mb_check_key_size(PG_GETARG_DATUM(3), "idempotency key");
 	if (!PG_ARGISNULL(3))
 		mb_exec_sql("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
 					1, (Oid[1]) {TEXTOID}, &PG_GETARG_DATUM(3), NULL, SPI_OK_SELECT);
 	/* a replayed key credits nothing: the balance is the answer */
-	result = hold_wallet(cfg, org);
+	result = mb_hold_wallet(cfg, org);
 	if (PG_ARGISNULL(3) ||
 		!replayed_top_up(cfg, org, amount, PG_GETARG_DATUM(3)))
 		result = credit_wallet(cfg, org, amount, "top_up", fcinfo, 2, 3);
@@ -379,12 +413,12 @@ adjust(PG_FUNCTION_ARGS)
 	mb_require_arg(fcinfo, 1, "amount");
 	mb_require_arg(fcinfo, 2, "note");
 	amount = PG_GETARG_DATUM(1);
-	check_amount(amount, -1, "amount");
+	mb_check_amount(amount, -1, "amount");
 	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
 	org = mb_arg_as(fcinfo, 0, cfg->org_type, "org id");
-	(void) hold_wallet(cfg, org);
+	(void) mb_hold_wallet(cfg, org);
 	result = credit_wallet(cfg, org, amount, "adjustment", fcinfo, 2, -1);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
@@ -443,7 +477,7 @@ set_overdraft(PG_FUNCTION_ARGS)
 
 	mb_require_arg(fcinfo, 0, "org id");
 	mb_require_arg(fcinfo, 1, "limit");
-	check_amount(PG_GETARG_DATUM(1), 0, "overdraft limit");
+	mb_check_amount(PG_GETARG_DATUM(1), 0, "overdraft limit");
 	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
@@ -451,7 +485,7 @@ set_overdraft(PG_FUNCTION_ARGS)
 	values[1] = PG_GETARG_DATUM(1);
 	argtypes[0] = cfg->org_type;
 	argtypes[1] = NUMERICOID;
-	(void) hold_wallet(cfg, values[0]);
+	(void) mb_hold_wallet(cfg, values[0]);
 	mb_exec_sql("UPDATE msgbilling.credits SET overdraft_limit = $2,"
 				" updated_at = pg_catalog.now() WHERE org_id = $1",
 				2, argtypes, values, NULL, SPI_OK_UPDATE);
@@ -570,7 +604,7 @@ refund(PG_FUNCTION_ARGS)
 	before = read_charge(cfg, key, false);
 	if (before.no_billing_org)
 		check_refundable(cfg, key, before.status, before.has_charge);
-	(void) hold_wallet(cfg, before.billing_org);
+	(void) mb_hold_wallet(cfg, before.billing_org);
 	now = read_charge(cfg, key, true);
 	check_refundable(cfg, key, now.status, now.has_charge);
 	/* charged to another org than the one whose wallet we hold */

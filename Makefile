@@ -30,12 +30,13 @@ DATA = msgbilling--1.0.sql msgbilling--1.0--1.1.sql
 PGFILEDESC = "msgbilling - afterwards-billing of LLM messages"
 
 REGRESS = attach wallet prices billing_bigint_uuid billing_uuid_text null_org \
-	table_owner partitioned tenants retention attach_live tariffs token_columns \
+	table_owner partitioned tenants retention attach_live tariffs token_columns holds alerts budgets \
 	refund_retry report drain trigger privileges hostile search_path \
 	create_conflict upgrade
 REGRESS_OPTS = --inputdir=. --outputdir=results_regress
 ISOLATION = concurrent_billers drain_vs_app max_messages retry_vs_biller \
-	idempotent_topup refund_races trigger_vs_drain stranded_failures partitioned_order
+	idempotent_topup refund_races trigger_vs_drain stranded_failures partitioned_order \
+	holds_at_limit hold_vs_billing alerts_concurrent budget_rollover
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
 # t/*.pl: TAP tests; each starts its own clusters (pg_cron, the worker,
 # dump and restore).

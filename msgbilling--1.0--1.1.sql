@@ -1372,9 +1372,10 @@ $$;
 -- seen once, by the transaction that made it; an aborted one sends
 -- nothing.  Entries not made by this transaction (now()) are a restore's.
 --
--- The SHARE lock on alert_rules is the rules lock: set_alert, drop_alert
--- and set_budget take SHARE ROW EXCLUSIVE on it, so a rule or budget is
--- never set between a balance change and its check.
+-- The SHARE lock on alert_rules is the rules lock: set_alert and
+-- drop_alert take SHARE ROW EXCLUSIVE on it, so a threshold is never set
+-- between a balance change and its check.  (set_budget holds the org's
+-- wallet, which every charge of the org holds until it commits.)
 CREATE FUNCTION msgbilling._ledger_added()
 RETURNS trigger
 LANGUAGE plpgsql

@@ -78,10 +78,12 @@ num_cmp(Datum a, Datum b)
 	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, a, b));
 }
 
+/* Zero credits, with the scale balances print with. */
 static Datum
 num_zero(void)
 {
-	return NumericGetDatum(int64_to_numeric(0));
+	return DirectFunctionCall3(numeric_in, CStringGetDatum("0.000000"),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 }
 
 static Oid

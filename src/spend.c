@@ -6,12 +6,13 @@
  * The crossings themselves are found by the ledger's trigger
  * (msgbilling._ledger_added, in SQL): every balance change has a ledger
  * entry made while its wallet is held, so it sees each change once, in
- * order, in the transaction that made it.  The functions here set the
- * rules under the rules lock (SHARE ROW EXCLUSIVE on msgbilling.alert_rules,
- * which the trigger takes in SHARE mode), so that a rule is never added
- * between a balance change and its check: a change made before the lock is
- * committed and read here ("already below": its 'low' now), one made after
- * sees the rule.
+ * order, in the transaction that made it.  set_alert and drop_alert change
+ * the thresholds under the rules lock (SHARE ROW EXCLUSIVE on
+ * msgbilling.alert_rules, which the trigger takes in SHARE mode), so that a
+ * threshold never appears between a balance change and its check: a change
+ * made before the lock is committed and read here ("already below": its
+ * 'low' now), one made after sees the threshold.  Budgets are per org, and
+ * set_budget holds the org's wallet instead.
  *
  * A hard budget limits what billing charges an org in a period: its
  * messages fail with budget_exceeded, in order like insufficient_credits,
@@ -141,6 +142,7 @@ drop_alert(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	bool		org_null;
+	bool		dropped;
 
 	mb_require_arg(fcinfo, 1, "threshold");
 	mb_require_catalog();
@@ -155,8 +157,9 @@ drop_alert(PG_FUNCTION_ARGS)
 	mb_exec_sql("DELETE FROM msgbilling.alert_rules"
 				" WHERE org_id IS NOT DISTINCT FROM $1 AND threshold = $2",
 				2, argtypes, values, nulls, SPI_OK_DELETE);
+	dropped = SPI_processed > 0;
 	SPI_finish();
-	PG_RETURN_BOOL(SPI_processed > 0);
+	PG_RETURN_BOOL(dropped);
 }
 
 /* ---------------------------------------------------------------------
@@ -185,10 +188,8 @@ check_period(Datum period, Datum time_zone)
 
 /*
  * Set (or with amount NULL remove) the org's budget of period ($2).  Its
- * spend so far in the current period comes from the ledger; under the
- * rules lock and with the wallet held, no charge of the org is between
- * the ledger and the trigger.  A soft budget already reached this period
- * keeps the alert it sent.
+ * spend so far in the current period comes from the ledger.  A soft
+ * budget already reached this period keeps the alert it sent.
  */
 static void
 write_budget(const MbConfig *cfg, Datum *values, const char *nulls)
@@ -269,7 +270,11 @@ set_budget(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = PG_GETARG_DATUM(3);
 	values[4] = PG_GETARG_DATUM(4);
-	take_rules_lock();
+	/*
+	 * Holding the wallet is enough: every charge of the org holds it from
+	 * its claim to its commit, so none is between the ledger, read here,
+	 * and the trigger, which sees the new budget.
+	 */
 	(void) mb_hold_wallet(cfg, values[0]);
 	write_budget(cfg, values, nulls);
 	alert_budget_reached(cfg, values[0], values[1]);
@@ -309,7 +314,7 @@ budget_status(PG_FUNCTION_ARGS)
 					" FROM msgbilling.budgets b, LATERAL (SELECT"
 					" msgbilling._period_start(b.period, b.time_zone, pg_catalog.now()) AS ps) p,"
 					" LATERAL (SELECT p.ps, CASE WHEN b.period_start = p.ps"
-					" THEN b.spent ELSE 0 END::pg_catalog.numeric AS spent) s"
+					" THEN b.spent ELSE 0.000000 END::pg_catalog.numeric AS spent) s"
 					" WHERE b.org_id = $1"
 					" ORDER BY CASE b.period WHEN 'day' THEN 1 WHEN 'week' THEN 2 ELSE 3 END",
 					1, argtypes, &org, NULL, SPI_OK_SELECT);

@@ -31,6 +31,7 @@ CREATE TABLE messages (
     tokens_used integer,
     output_tokens integer NOT NULL DEFAULT 0,
     billable boolean GENERATED ALWAYS AS (direction = 'outbound') STORED,
+    hold_id bigint,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO messages (org_id, tokens_used, created_at)
@@ -38,13 +39,20 @@ VALUES ('00000000-0000-0000-0000-000000000001', 5, '2023-01-01');   -- legacy
 SELECT msgbilling.attach('messages', model_column => 'model',
                          created_column => 'created_at',
                          output_tokens_column => 'output_tokens',
-                         billable_column => 'billable');
+                         billable_column => 'billable',
+                         hold_column => 'hold_id');
 SELECT msgbilling.set_price(NULL, 0.01, '2024-01-01');
 SELECT msgbilling.set_tariff('gpt-4o', 0.02, 0.08, per_message => 0.01,
                              effective_from => '2024-01-01');
 SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000001', 10, 'card', 'pay-1');
 SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000002', 1);
 SELECT msgbilling.set_overdraft('00000000-0000-0000-0000-000000000002', 2);
+-- spend control: thresholds crossed by the billing below, a budget, holds
+SELECT msgbilling.set_alert(NULL, 0.5);
+SELECT msgbilling.set_alert('00000000-0000-0000-0000-000000000001', 9);
+SELECT msgbilling.set_budget('00000000-0000-0000-0000-000000000001', 'month', 100);
+SELECT msgbilling.hold('00000000-0000-0000-0000-000000000001', 1, '1 day', 'call-1');
+SELECT msgbilling.hold('00000000-0000-0000-0000-000000000001', 2, '1 day');
 INSERT INTO messages (org_id, direction, model, tokens_used, output_tokens, created_at)
 SELECT ('00000000-0000-0000-0000-00000000000' || (1 + i % 3))::uuid,
        CASE WHEN i % 5 = 0 THEN 'inbound' ELSE 'outbound' END,
@@ -64,11 +72,20 @@ SELECT (SELECT string_agg(billing_status || ':' || n, ',' ORDER BY billing_statu
        (SELECT count(*) || ' prices, ' || sum(per_message) || ' in fees' FROM msgbilling.prices),
        (SELECT messages || ' ' || org_type || ' ' || tokens_column || ' ' || output_tokens_column
                || ' ' || billable_column FROM msgbilling.config),
-       (SELECT sum(no_charge) FROM msgbilling.stats())
+       (SELECT sum(no_charge) FROM msgbilling.stats()),
+       (SELECT count(*) || ' holds of ' || sum(amount) || ' ' || hold_column
+          FROM msgbilling.holds, msgbilling.config GROUP BY hold_column),
+       (SELECT string_agg(kind || ' ' || threshold, ',' ORDER BY id) FROM msgbilling.alerts),
+       (SELECT string_agg(coalesce(org_id::text, 'default') || ' ' || threshold, ','
+                          ORDER BY org_id NULLS FIRST) FROM msgbilling.alert_rules),
+       (SELECT string_agg(period || ' ' || amount || ' ' || spent, ',') FROM msgbilling.budgets),
+       (SELECT sum(msgbilling.available(c.org_id)) FROM msgbilling.credits c)
 };
 my $before = sql('app', $state);
 like($before, qr/charged:\d+,.*failed:\d+,legacy:1,no_charge:\d+,pending:\d+,refunded:1/,
 	'the source database has every status');
+like($before, qr/2 holds of 3\.000000 hold_id\|low 0\.500000\|default 0\.500000,\S+ 9\.000000\|month 100\.000000 [\d.]+\|[\d.]+$/,
+	'and holds, alerts, thresholds and a budget');
 
 my $dump = $node->basedir . '/app.dump';
 command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('app'), '-f', $dump ],
@@ -82,8 +99,10 @@ is(sql('restored', $state), $before,
 is( sql('restored',
 		"SELECT string_agg(format_type(atttypid, NULL), ',') FROM pg_attribute"
 		  . " WHERE attname = 'org_id' AND attrelid IN"
-		  . " ('msgbilling.credits'::regclass, 'msgbilling.ledger'::regclass)"),
-	'uuid,uuid', 'wallet and ledger org ids are uuid again');
+		  . " ('msgbilling.credits'::regclass, 'msgbilling.ledger'::regclass,"
+		  . " 'msgbilling.holds'::regclass, 'msgbilling.alerts'::regclass,"
+		  . " 'msgbilling.alert_rules'::regclass, 'msgbilling.budgets'::regclass)"),
+	'uuid,uuid,uuid,uuid,uuid,uuid', "msgbilling's org ids are uuid again");
 is(sql('restored', 'SELECT bool_and(ok) FROM msgbilling.verify()'),
 	't', 'verify() is clean after the restore');
 is( sql('restored',
@@ -136,8 +155,10 @@ for my $case ([ 'par_custom', $dump ], [ 'par_dir', $dir ])
 	is( sql($db,
 			"SELECT string_agg(format_type(atttypid, NULL), ',') FROM pg_attribute"
 			  . " WHERE attname = 'org_id' AND attrelid IN"
-			  . " ('msgbilling.credits'::regclass, 'msgbilling.ledger'::regclass)"),
-		'uuid,uuid', "$db: wallet and ledger org ids are uuid");
+			  . " ('msgbilling.credits'::regclass, 'msgbilling.ledger'::regclass,"
+			  . " 'msgbilling.holds'::regclass, 'msgbilling.alerts'::regclass,"
+			  . " 'msgbilling.alert_rules'::regclass, 'msgbilling.budgets'::regclass)"),
+		'uuid,uuid,uuid,uuid,uuid,uuid', "$db: msgbilling's org ids are uuid");
 	is(sql($db, 'SELECT bool_and(ok) FROM msgbilling.verify()'),
 		't', "$db: verify() is clean");
 	sql($db, "SELECT msgbilling.top_up('00000000-0000-0000-0000-000000000002', 50)");

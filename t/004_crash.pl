@@ -2,8 +2,13 @@
 # that follows at once.  Its batches before the last commit without waiting
 # for their WAL to reach disk; before it returns, drain waits for all of
 # them, also when its last batch found nothing and wrote nothing.
+#
+# Holds survive kill -9 and restarts, and one in an open transaction when
+# the server crashed never was.
 use strict;
 use warnings;
+
+use IPC::Run;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -18,6 +23,7 @@ $node->append_conf(
 autovacuum = off
 wal_writer_delay = '10s'
 wal_writer_flush_after = '16MB'
+restart_after_crash = on
 });
 $node->start;
 
@@ -67,6 +73,50 @@ INSERT INTO messages (org_id, tokens_used) SELECT 1 + i % 20, 10
 CALL msgbilling.drain(10);
 SHOW synchronous_commit;
 }), 'off', 'drain keeps the session\'s synchronous_commit');
+
+# -------------------------------------------------------------------------
+# holds across a kill -9 and a restart
+# -------------------------------------------------------------------------
+
+sql(q{SELECT msgbilling.top_up(21, 100)});
+my $h1 = sql(q{SELECT msgbilling.hold(21, 30, '1 hour', 'call-1')});
+my $h2 = sql(q{SELECT msgbilling.hold(21, 30, '1 hour')});
+# a third, in a transaction still open when the backend is killed
+my ($out, $err) = ('', '');
+my $open = IPC::Run::start(
+	[ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
+	  "BEGIN; SELECT msgbilling.hold(21, 30, '1 hour'); SELECT pg_sleep(600);" ],
+	'>', \$out, '2>', \$err);
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%'"
+	  . " AND wait_event = 'PgSleep'")
+  or die 'the open hold did not start';
+is(sql(q{SELECT msgbilling.hold(21, 30) IS NULL}), 't',
+	'an uncommitted hold counts: a fourth hold of 30 of 100 is refused');
+my $open_pid = sql(
+	"SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%'"
+	  . " AND wait_event = 'PgSleep'");
+kill 'KILL', $open_pid;
+$open->finish;
+$node->poll_query_until('postgres', 'SELECT true') or die;
+is(sql(q{SELECT string_agg(amount::text, ',' ORDER BY id) FROM msgbilling.holds}),
+	'30.000000,30.000000', 'after crash recovery the two committed holds are there');
+is(sql(q{SELECT msgbilling.available(21)}), '40.000000',
+	'and the killed one is gone: 40 available');
+is(sql(qq{SELECT msgbilling.hold(21, 30, '1 hour', 'call-1') = $h1}), 't',
+	'a hold key names the same hold after the crash');
+$node->restart;
+is(sql(q{SELECT msgbilling.available(21)}), '40.000000',
+	'a restart keeps the holds');
+my $h3 = sql(q{SELECT msgbilling.hold(21, 40)});
+ok($h3 ne '', 'the 40 left can be held');
+is(sql(q{SELECT msgbilling.hold(21, 0.000001) IS NULL}), 't',
+	'and not a millionth more');
+is(sql(qq{SELECT msgbilling.release($h2)}), 't', 'release after a restart');
+is(sql(q{SELECT msgbilling.available(21)}), '30.000000',
+	'frees its 30');
+is(sql(q{SELECT bool_and(ok) FROM msgbilling.verify()}), 't',
+	'verify() is clean');
 
 $node->stop;
 done_testing();

@@ -55,8 +55,10 @@ function usageFromOpenAI(response) {
 // without usage fails billing with invalid_tokens.  model is the name the
 // tariffs know: the one requested ('gpt-4o-mini'), not the dated snapshot
 // a response names ('gpt-4o-mini-2024-07-18'), which the default tariff
-// would price.
-async function saveMessage(pool, { orgId, role = 'assistant', content, model = null, usage = null }) {
+// would price.  holdId is the hold taken for the call (holdCredits), or
+// null: billing the message, whatever its outcome, ends that hold.
+async function saveMessage(pool, { orgId, role = 'assistant', content, model = null, usage = null,
+                                   holdId = null }) {
   const tokens = usage == null ? [null, null, null]
     : [usage.promptTokens ?? null, usage.completionTokens ?? null, usage.cachedTokens ?? 0];
   const client = await pool.connect();
@@ -64,10 +66,11 @@ async function saveMessage(pool, { orgId, role = 'assistant', content, model = n
     await client.query('BEGIN');
     const { rows } = await client.query(
       `INSERT INTO messages (org_id, role, content, model,
-                             prompt_tokens, completion_tokens, cached_tokens)
-       VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::integer, $6::integer, $7::integer)
+                             prompt_tokens, completion_tokens, cached_tokens, hold_id)
+       VALUES ($1::uuid, $2::text, $3::text, $4::text, $5::integer, $6::integer, $7::integer,
+               $8::bigint)
        RETURNING id, billing_status`,
-      [orgId, role, content, model, ...tokens]);
+      [orgId, role, content, model, ...tokens, holdId]);
     await client.query('COMMIT');
     return { id: rows[0].id, billingStatus: rows[0].billing_status };
   } catch (err) {
@@ -152,6 +155,53 @@ async function topUp(pool, orgId, amount, note = null, idempotencyKey = null) {
   return rows[0].balance;
 }
 
+// Admission, before the LLM call (what the old interceptor's pre-check
+// did, without debiting anything): reserve the call's estimated cost with
+// msgbilling.hold.  { holdId, estimate }; holdId null when the org has
+// less than estimate available (balance + overdraft - active holds, capped
+// by a hard budget): the caller answers 402 and makes no call.
+//
+// The estimate is an upper bound for all but tiny prompts, from the
+// tariff billing will use (msgbilling.tariff_at, the app's role needs
+// EXECUTE on it): every prompt token at the input rate, with the prompt's
+// length in UTF-8 bytes as its token count (a token is at least one byte;
+// the chat format adds a few per message), plus maxTokens at the output
+// rate, rounded up to the 0.000001 credits amounts have.  The tariffs of
+// schema.sql have no per-message part or minimum to add.  Billing later
+// charges what the call really used and ends the hold; the estimate only
+// decides whether the call is made.
+//
+// requestId is the hold key: the same request retried gets the same hold
+// while it is active, not a second one.  The ttl covers the call and the
+// wait for billing; a hold not ended by then stops counting by itself.
+async function holdCredits(pool, { orgId, model = null, prompt = '', maxTokens, requestId = null,
+                                   ttl = '2 minutes' }) {
+  const { rows } = await pool.query(
+    `SELECT e.estimate,
+            msgbilling.hold($1::uuid, e.estimate, $5::interval, $6::text) AS hold_id
+       FROM (SELECT round(ceil((t.input_per_token * $3::integer
+                                + t.output_per_token * $4::integer) * 1000000) / 1000000, 6)
+                    AS estimate
+               FROM msgbilling.tariff_at($2::text) t) e`,
+    [orgId, model, Buffer.byteLength(prompt, 'utf8'), maxTokens, ttl, requestId]);
+  if (rows.length === 0) throw new Error(`no tariff for model ${model}`);
+  return { holdId: rows[0].hold_id, estimate: rows[0].estimate };
+}
+
+// End a hold before billing does, e.g. when the LLM call failed: true if
+// it was still active.
+async function releaseHold(pool, holdId) {
+  const { rows } = await pool.query('SELECT msgbilling.release($1::bigint) AS released', [holdId]);
+  return rows[0].released;
+}
+
+// What a hold may take now: balance + overdraft - active holds, no more
+// than a hard budget has left; '0.000000' for an org without a wallet.
+async function getAvailable(pool, orgId) {
+  const { rows } = await pool.query('SELECT msgbilling.available($1::uuid) AS available', [orgId]);
+  return rows[0].available;
+}
+
 async function getBalance(pool, orgId) {
   const { rows } = await pool.query('SELECT msgbilling.balance($1::uuid) AS balance', [orgId]);
   return rows[0].balance;
@@ -168,4 +218,7 @@ module.exports = {
   getWalletPage,
   topUp,
   getBalance,
+  holdCredits,
+  releaseHold,
+  getAvailable,
 };

@@ -22,10 +22,14 @@ CREATE TABLE messages (
     -- and only the model's replies: a user's messages are stored, not charged
     input_tokens integer GENERATED ALWAYS AS (prompt_tokens - cached_tokens) STORED,
     billable boolean GENERATED ALWAYS AS (role = 'assistant') STORED,
+    -- the hold taken before the LLM call (msgbilling.hold), or NULL: billing
+    -- the message ends it.  No foreign key: ended holds are deleted.
+    hold_id bigint,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The guide's ALTER TABLE … ADD COLUMN and its indexes, in one call.
+-- The guide's ALTER TABLE … ADD COLUMN and its indexes, in one call; and
+-- the column naming each message's hold.
 SELECT msgbilling.attach('messages', org_column => 'org_id',
                          tokens_column => NULL,
                          model_column => 'model',
@@ -33,7 +37,8 @@ SELECT msgbilling.attach('messages', org_column => 'org_id',
                          input_tokens_column => 'input_tokens',
                          output_tokens_column => 'completion_tokens',
                          cached_tokens_column => 'cached_tokens',
-                         billable_column => 'billable');
+                         billable_column => 'billable',
+                         hold_column => 'hold_id');
 
 -- Tariffs in credits per token, 1 credit = 1 US dollar: the provider's
 -- price per million tokens / 1,000,000.  A message is priced by its

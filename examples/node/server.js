@@ -13,11 +13,24 @@
 //   GET  /api/cron/process-billing?secret=…   (CRON_SECRET, else 401)
 //        → CALL msgbilling.drain()
 //
+// and the app's own LLM endpoint, with the admission the old
+// DebitInterceptor did before the call, as holds:
+//
+//   POST /api/chat  {"org_id": "…", "prompt": "…", "model": "gpt-4o-mini",
+//                    "max_tokens": 1000}   (X-Request-Id: the hold key)
+//        → SELECT msgbilling.hold(org, estimate, '2 minutes', request id)
+//          NULL: 402 {"error": "out of credits"}, and no LLM call
+//        → the LLM call; failed: SELECT msgbilling.release(hold), 502
+//        → INSERT INTO messages (…, hold_id): billing it ends the hold
+//   GET  /api/billing/alerts   the last alerts the server heard (LISTEN)
+//
 // Run it:  PGHOST=… PGDATABASE=… CRON_SECRET=… PORT=3000 node server.js
+// It prints every msgbilling alert (alerts.js) as it arrives.
 
 const http = require('node:http');
 const crypto = require('node:crypto');
 const billing = require('./billing');
+const { AlertListener } = require('./alerts');
 
 const MAX_BODY = 64 * 1024;
 
@@ -91,10 +104,95 @@ async function processMessages(pool, req, res) {
   throw new HttpError(400, 'pass {"process_all": true}, {"org_id": "…"} or {"message_ids": […]}');
 }
 
-function createServer({ pool, cronSecret = process.env.CRON_SECRET } = {}) {
+// The LLM call, simulated: an OpenAI Chat Completions response, its usage
+// counted roughly (4 bytes a token), never more than maxTokens of output.
+// A real app calls its provider here; createServer({ llm }) replaces it.
+async function simulatedLLM({ model, prompt, maxTokens }) {
+  const promptTokens = Math.ceil(Buffer.byteLength(prompt, 'utf8') / 4);
+  const completionTokens = Math.min(maxTokens, 50);
+  return {
+    object: 'chat.completion',
+    model,
+    choices: [{ index: 0, message: { role: 'assistant', content: `(simulated answer to ${promptTokens} tokens)` },
+                finish_reason: 'stop' }],
+    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens,
+             total_tokens: promptTokens + completionTokens },
+  };
+}
+
+const MAX_TOKENS = 100000;
+
+async function chat(pool, llm, req, res) {
+  const body = await readJson(req);
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new HttpError(400, 'expected a JSON object');
+  }
+  const { org_id: orgId, prompt, model = 'gpt-4o-mini', max_tokens: maxTokens = 1000 } = body;
+  if (typeof orgId !== 'string' || orgId === '') throw new HttpError(400, 'org_id is required');
+  if (typeof prompt !== 'string' || prompt === '') throw new HttpError(400, 'prompt is required');
+  if (typeof model !== 'string' || model === '') throw new HttpError(400, 'model must be a string');
+  if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > MAX_TOKENS) {
+    throw new HttpError(400, `max_tokens must be an integer from 1 to ${MAX_TOKENS}`);
+  }
+  // the hold key: a client's retry of one request takes one hold
+  const requestId = req.headers['x-request-id'] || crypto.randomUUID();
+
+  // 1. admission: reserve the estimated cost, or refuse before calling
+  const { holdId, estimate } = await billing.holdCredits(pool, {
+    orgId, model, prompt, maxTokens, requestId, ttl: '2 minutes',
+  });
+  if (holdId == null) {
+    return send(res, 402, { success: false, error: 'out of credits', estimate });
+  }
+
+  // 2. the LLM call; a failed one gives its credits back at once
+  let response;
+  try {
+    response = await llm({ model, prompt, maxTokens });
+  } catch (err) {
+    await billing.releaseHold(pool, holdId);
+    console.error('[chat] LLM call failed:', err.message);
+    return send(res, 502, { success: false, error: 'LLM call failed' });
+  }
+
+  // 3. the reply, saved pending with its usage and hold; billing charges
+  // what it used and ends the hold, in one transaction
+  let saved;
+  try {
+    saved = await billing.saveMessage(pool, {
+      orgId, model, content: response.choices?.[0]?.message?.content ?? null,
+      usage: billing.usageFromOpenAI(response), holdId,
+    });
+  } catch (err) {
+    await billing.releaseHold(pool, holdId).catch(() => {});
+    throw err;
+  }
+  return send(res, 200, {
+    success: true,
+    message_id: saved.id,
+    hold_id: holdId,
+    estimate,
+    content: response.choices?.[0]?.message?.content ?? null,
+    usage: response.usage ?? null,
+  });
+}
+
+function createServer({ pool, cronSecret = process.env.CRON_SECRET, llm = simulatedLLM, alerts = null } = {}) {
   return http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://localhost');
     try {
+      if (url.pathname === '/api/chat') {
+        if (req.method === 'POST') return await chat(pool, llm, req, res);
+        res.setHeader('Allow', 'POST');
+        throw new HttpError(405, 'method not allowed');
+      }
+      if (url.pathname === '/api/billing/alerts') {
+        if (req.method !== 'GET') {
+          res.setHeader('Allow', 'GET');
+          throw new HttpError(405, 'method not allowed');
+        }
+        return send(res, 200, { success: true, alerts: alerts ? alerts.recent : [] });
+      }
       if (url.pathname === '/api/billing/process-messages') {
         if (req.method === 'POST') return await processMessages(pool, req, res);
         if (req.method === 'GET') {
@@ -129,16 +227,18 @@ function createServer({ pool, cronSecret = process.env.CRON_SECRET } = {}) {
   });
 }
 
-module.exports = { createServer };
+module.exports = { createServer, simulatedLLM };
 
 if (require.main === module) {
   const { Pool } = require('pg');
   const pool = new Pool();               // PGHOST, PGPORT, PGUSER, PGDATABASE…
+  const alerts = new AlertListener();    // its own connection, the same PG* settings
   const port = Number(process.env.PORT || 3000);
   const host = process.env.HOST || '127.0.0.1';
-  const server = createServer({ pool });
+  const server = createServer({ pool, alerts });
+  alerts.start().catch((err) => console.error('[msgbilling-alert] cannot LISTEN:', err.message));
   server.listen(port, host, () => console.log(`[billing-api] listening on http://${host}:${port}`));
-  const stop = () => server.close(() => pool.end());
+  const stop = () => server.close(() => Promise.all([alerts.stop(), pool.end()]));
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 }

@@ -205,5 +205,23 @@ is( sql(
 is(sql('SELECT string_agg(check_name, $$,$$) FROM msgbilling.verify() WHERE NOT ok'),
 	'', 'verify() is clean after billing under 1.1');
 
+# spend control, new in 1.1, on the upgraded wallets
+is( sql("SELECT string_agg(DISTINCT format_type(atttypid, NULL), ',') FROM pg_attribute"
+		  . " WHERE attname = 'org_id' AND attrelid IN ('msgbilling.credits'::regclass,"
+		  . " 'msgbilling.holds'::regclass, 'msgbilling.budgets'::regclass,"
+		  . " 'msgbilling.alerts'::regclass, 'msgbilling.alert_rules'::regclass)"),
+	sql("SELECT format_type(org_type, NULL) FROM msgbilling.config"),
+	'the new tables take the org type of the wallets');
+my $avail = sql("SELECT msgbilling.available($a)");
+is($avail, sql("SELECT balance + overdraft_limit FROM msgbilling.credits WHERE org_id = $a"),
+	'available() of an upgraded wallet is its balance and overdraft');
+is(sql("SELECT msgbilling.hold($a, $avail) IS NOT NULL"), 't',
+	'all of it can be held');
+is(sql("SELECT msgbilling.hold($a, 0.000001) IS NULL"), 't',
+	'and no more');
+sql("SELECT msgbilling.set_alert($a, (SELECT balance FROM msgbilling.credits WHERE org_id = $a) + 1)");
+is(sql("SELECT kind FROM msgbilling.alerts WHERE org_id = $a"), 'low',
+	'an alert at a threshold above its balance comes at once');
+
 $node->stop;
 done_testing();

@@ -121,6 +121,7 @@ async function simulatedLLM({ model, prompt, maxTokens }) {
 }
 
 const MAX_TOKENS = 100000;
+const MAX_REQUEST_ID = 255;           // msgbilling's limit for a key
 
 async function chat(pool, llm, req, res) {
   const body = await readJson(req);
@@ -136,6 +137,9 @@ async function chat(pool, llm, req, res) {
   }
   // the hold key: a client's retry of one request takes one hold
   const requestId = req.headers['x-request-id'] || crypto.randomUUID();
+  if (Buffer.byteLength(requestId, 'utf8') > MAX_REQUEST_ID) {
+    throw new HttpError(400, `X-Request-Id must be at most ${MAX_REQUEST_ID} bytes`);
+  }
 
   // 1. admission: reserve the estimated cost, or refuse before calling
   const { holdId, estimate } = await billing.holdCredits(pool, {

@@ -88,7 +88,7 @@ const bill = (orgId) => post('/api/billing/process-messages', { org_id: orgId })
 // msgbilling.holds, as the superuser the tests connect as sees it
 async function holds(orgId) {
   const { rows } = await pool.query(
-    'SELECT id, amount, hold_key FROM msgbilling.holds WHERE org_id = $1::text ORDER BY id', [orgId]);
+    'SELECT id, amount, hold_key FROM msgbilling.holds WHERE org_id = $1::uuid ORDER BY id', [orgId]);
   return rows;
 }
 
@@ -168,7 +168,7 @@ test('available below the estimate: 402, no LLM call, no message', async () => {
   assert.equal(await billing.getAvailable(pool, POOR), '0.004900');
 });
 
-test('six requests at once for three estimates: exactly three served', async () => {
+test('six requests at once for three estimates: exactly three served', { timeout: 30000 }, async () => {
   // exactly 3 × 0.0105; each call uses all it may (200 prompt tokens, 1000
   // completion tokens: its estimate)
   assert.equal(await billing.topUp(pool, RACE, 0.0315, 'pack', 'pay_race'), '0.031500');
@@ -189,7 +189,7 @@ test('six requests at once for three estimates: exactly three served', async () 
         headers: { 'Content-Type': 'application/json', 'X-Request-Id': `race-${i}` },
         body: JSON.stringify({ org_id: RACE, model: 'gpt-4o', prompt: PROMPT, max_tokens: 1000 }),
       });
-      if (res.status === 402) { refused += 1; decided(); }
+      if (res.status !== 200) { refused += 1; decided(); }   // answered without the gate
       return { status: res.status, body: await res.json() };
     }));
     assert.deepEqual(results.map((r) => r.status).sort(), [200, 200, 200, 402, 402, 402]);
@@ -245,7 +245,7 @@ test('billing below a threshold: a low alert over LISTEN; a top-up: recovered', 
   assert.ok(logged.includes(
     `[msgbilling-alert] low org=${ALERTED} balance=0.008875 threshold=0.010000`));
   const { rows } = await pool.query(
-    'SELECT kind, threshold, balance FROM msgbilling.alerts WHERE org_id = $1::text ORDER BY id',
+    'SELECT kind, threshold, balance FROM msgbilling.alerts WHERE org_id = $1::uuid ORDER BY id',
     [ALERTED]);
   assert.deepEqual(rows, [{ kind: 'low', threshold: '0.010000', balance: '0.008875' }]);
 
@@ -307,6 +307,9 @@ test('bad chat requests: 400, nothing held', async () => {
     assert.equal(res.status, 400);
     assert.deepEqual(res.body, { success: false, error });
   }
+  const long = await post('/api/chat', { org_id: FUNDED, prompt: PROMPT }, { 'X-Request-Id': 'r'.repeat(256) });
+  assert.equal(long.status, 400);
+  assert.deepEqual(long.body, { success: false, error: 'X-Request-Id must be at most 255 bytes' });
   const bad = await post('/api/chat', { org_id: 'not-a-uuid', prompt: PROMPT });
   assert.equal(bad.status, 400);
   assert.equal(bad.body.code, '22P02');

@@ -23,8 +23,25 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 
 #include "access.h"
+
+/*
+ * The last answer of mb_caller_sees_all, for one role: holds and available()
+ * ask on every call.  A change to a function's privileges (pg_proc) or to
+ * role memberships or attributes drops it.
+ */
+static Oid	sees_all_role = InvalidOid;
+static bool sees_all_answer;
+static bool sees_all_callbacks;
+
+static void
+forget_sees_all(Datum arg, int cacheid, uint32 hashvalue)
+{
+	sees_all_role = InvalidOid;
+}
 
 /* Whether the calling role is a superuser or may bill. */
 bool
@@ -37,13 +54,36 @@ mb_caller_sees_all(void)
 
 	if (superuser_arg(caller))
 		return true;
+	if (caller == sees_all_role)
+		return sees_all_answer;
+	if (!sees_all_callbacks)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, forget_sees_all, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, forget_sees_all, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, forget_sees_all, (Datum) 0);
+		sees_all_callbacks = true;
+	}
 	mb_exec_sql("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p"
 				" WHERE p.proname = 'process_all_pending'"
 				" AND p.pronamespace = 'msgbilling'::pg_catalog.regnamespace"
 				" AND pg_catalog.has_function_privilege($1, p.oid, 'EXECUTE'))",
 				1, argtypes, values, NULL, SPI_OK_SELECT);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull));
+	sees_all_answer = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1,
+												 &isnull));
+	sees_all_role = caller;
+	return sees_all_answer;
+}
+
+/*
+ * Kept: the plan cache plans it again for another role when row level
+ * security applies, and the privileges are checked as each call runs.
+ */
+static char *
+reads_org_sql(const MbConfig *cfg)
+{
+	return psprintf("SELECT EXISTS (SELECT 1 FROM %s m WHERE m.%s = $1)",
+					cfg->relname, cfg->org_col);
 }
 
 /*
@@ -67,9 +107,8 @@ caller_reads_org(const MbConfig *cfg, Datum org)
 	SetUserIdAndSecContext(caller, saved_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		mb_exec_sql(psprintf("SELECT EXISTS (SELECT 1 FROM %s m WHERE m.%s = $1)",
-							 cfg->relname, cfg->org_col),
-					1, argtypes, &org, NULL, SPI_OK_SELECT);
+		mb_exec_plan(mb_plan(MB_STMT_CALLER_READS_ORG, reads_org_sql, 1, argtypes),
+					 &org, NULL, SPI_OK_SELECT);
 	}
 	PG_FINALLY();
 	{

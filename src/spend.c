@@ -407,6 +407,21 @@ mb_mark_budget_exceeded(Batch *b)
 }
 
 /*
+ * The wallets, locked, of orgs ($1, or all) with budget failures of a
+ * period that has ended; prepared, as it runs before every run of billing.
+ */
+static char *
+rolled_budgets_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT c.org_id FROM msgbilling.credits c WHERE c.org_id IN"
+				   " (SELECT b.org_id FROM msgbilling.budgets b"
+				   " WHERE b.exceeded_start IS NOT NULL AND ($1 IS NULL OR b.org_id = $1)"
+				   " AND b.exceeded_start < msgbilling._period_start(b.period,"
+				   " b.time_zone, pg_catalog.now()))"
+				   " FOR UPDATE OF c SKIP LOCKED");
+}
+
+/*
  * Budget failures of a period that has ended back to pending: per org
  * whose wallet no other session holds (a biller holding it bills the org;
  * a later run catches it), of one org or all.
@@ -420,13 +435,8 @@ repend_new_periods(const MbConfig *cfg, Datum org, bool org_null)
 	uint64		n;
 	uint64		i;
 
-	mb_exec_sql("SELECT c.org_id FROM msgbilling.credits c WHERE c.org_id IN"
-				" (SELECT b.org_id FROM msgbilling.budgets b"
-				" WHERE b.exceeded_start IS NOT NULL AND ($1 IS NULL OR b.org_id = $1)"
-				" AND b.exceeded_start < msgbilling._period_start(b.period,"
-				" b.time_zone, pg_catalog.now()))"
-				" FOR UPDATE OF c SKIP LOCKED",
-				1, argtypes, &org, nulls, SPI_OK_SELECT);
+	mb_exec_plan(mb_plan(MB_STMT_ROLLED_BUDGETS, rolled_budgets_sql, 1, argtypes),
+				 &org, nulls, SPI_OK_SELECT);
 	orgs = SPI_tuptable;
 	n = SPI_processed;
 	for (i = 0; i < n; i++)

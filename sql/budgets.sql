@@ -53,6 +53,11 @@ SELECT amount, spent, remaining FROM msgbilling.budget_status('acme');
 SELECT msgbilling.available('acme');
 SELECT msgbilling.hold('acme', 1.5) IS NULL AS refused,
        msgbilling.hold('acme', 1) IS NOT NULL AS held;
+-- a later message that fits fails behind them, for their reason: the
+-- wallet has plenty
+INSERT INTO messages (org_id, tokens_used) VALUES ('acme', 5);
+SELECT * FROM msgbilling.process_all_pending();
+SELECT seq, billing_error FROM msgs WHERE seq > 2;
 -- a top-up does not lift a budget: billed again, they fail again
 SELECT msgbilling.top_up('acme', 50);
 SELECT * FROM msgbilling.process_all_pending();
@@ -74,7 +79,7 @@ SELECT spent, remaining FROM msgbilling.budget_status('acme');
 -------------------------------------------------------------------------------
 INSERT INTO messages (org_id, tokens_used) VALUES ('acme', 400);
 SELECT * FROM msgbilling.process_all_pending();
-SELECT billing_error FROM msgs WHERE seq = 5;
+SELECT billing_error FROM msgs WHERE seq = 6;
 SELECT exceeded_start = date_trunc('day', now(), 'UTC') AS noted_today
   FROM msgbilling.budgets WHERE org_id = 'acme';
 -- as if it were tomorrow: the budget's spend and failures are yesterday's
@@ -83,7 +88,7 @@ UPDATE msgbilling.budgets SET period_start = period_start - interval '1 day',
  WHERE org_id = 'acme';
 SELECT amount, spent, remaining FROM msgbilling.budget_status('acme');
 SELECT * FROM msgbilling.process_all_pending();
-SELECT billing_status, cost_credits FROM msgs WHERE seq = 5;
+SELECT billing_status, cost_credits FROM msgs WHERE seq = 6;
 SELECT spent, exceeded_start FROM msgbilling.budgets WHERE org_id = 'acme';
 
 -- two periods: the one with less left decides

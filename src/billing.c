@@ -162,7 +162,8 @@ over_budget(const BatchOrg *o, Datum after)
 
 /*
  * Why a message that does not fit, or comes after one that did not, fails:
- * behind the org's first unpaid message of this batch, for its reason;
+ * behind the org's first unpaid message (of this batch, or an older one
+ * the claim found), for its reason;
  * otherwise budget_exceeded when a hard budget has too little left (a
  * top-up would not help), else insufficient_credits.
  */

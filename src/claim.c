@@ -27,8 +27,8 @@
  * first: peek at the given messages' orgs, lock those wallets, claim.
  *
  * Either way, each org is then checked for an older message the batch did
- * not claim: an older insufficient_credits failure (the org is out of
- * credits: charge none) or an older pending message held by another
+ * not claim: an older unpaid failure (the org is out of credits or over
+ * its budget: charge none) or an older pending message held by another
  * session (bill none now), so that billing never skips ahead of an unpaid
  * message.
  *
@@ -357,25 +357,27 @@ older_than_last_sql(const MbConfig *cfg)
 }
 
 /*
- * Whether org u has an unpaid failure (insufficient_credits,
- * budget_exceeded) older than its last
- * claimed message.  Orgs with none are the rule, so first one look for any
- * such failure of the batch's orgs ($1), an InitPlan: each org's own look
- * probes every partition of a partitioned table, and runs only if that
- * finds one.
+ * The reason of org u's oldest unpaid failure (insufficient_credits,
+ * budget_exceeded) older than its last claimed message, or NULL: the
+ * org's messages fail behind it, for the same reason.  Orgs with none are
+ * the rule, so first one look for any such failure of the batch's orgs
+ * ($1), an InitPlan: each org's own look probes every partition of a
+ * partitioned table, and runs only if that finds one.
  */
 static char *
 older_unpaid_sql(const MbConfig *cfg)
 {
-	return psprintf("(SELECT EXISTS (SELECT 1 FROM %s g"
+	return psprintf("CASE WHEN (SELECT EXISTS (SELECT 1 FROM %s g"
 					" WHERE g.%s OPERATOR(pg_catalog.=) ANY ($1)"
 					" AND g.billing_status = 'failed'"
 					" AND g.billing_error IN " MB_UNPAID_SQL "))"
-					" AND EXISTS (SELECT 1 FROM %s f WHERE f.%s = u.o"
-					" AND f.billing_status = 'failed'"
-					" AND f.billing_error IN " MB_UNPAID_SQL " AND %s)",
+					" THEN (SELECT f.billing_error::pg_catalog.text FROM %s f"
+					" WHERE f.%s = u.o AND f.billing_status = 'failed'"
+					" AND f.billing_error IN " MB_UNPAID_SQL " AND %s"
+					" ORDER BY %s LIMIT 1) END",
 					cfg->relname, cfg->org_col,
-					cfg->relname, cfg->org_col, older_than_last_sql(cfg));
+					cfg->relname, cfg->org_col, older_than_last_sql(cfg),
+					billing_order(cfg, "f"));
 }
 
 /* The order checks' rows: per org ($1), its last claimed message ($3, $4) and count ($5). */
@@ -386,7 +388,7 @@ static const char *const order_check_from =
 
 /*
  * Per org ($1, with the creation time $3 and key $4 of its last claimed
- * message): is there an older insufficient_credits failure, or an older
+ * message): the reason of an older unpaid failure, or is there an older
  * pending message, that the batch ($2: its keys) did not claim?
  */
 static char *
@@ -867,12 +869,15 @@ check_order(Batch *b)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[j];
 		bool		isnull;
+		Datum		reason;
 		BatchOrg   *o = &b->orgs[map[DatumGetInt64(SPI_getbinval(tup,
 																 SPI_tuptable->tupdesc,
 																 1, &isnull)) - 1]];
 
-		o->exhausted = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc,
-												  2, &isnull));
+		reason = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+		o->exhausted = !isnull;
+		if (o->exhausted)
+			o->unpaid = TextDatumGetCString(reason);
 		o->blocked = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc,
 												3, &isnull));
 	}

@@ -8,7 +8,9 @@
 # messages table (bigint keys, int orgs; 200 orgs, 180 with wallets of
 # various sizes), runs pgbench with weighted scripts — the app's INSERTs
 # and edits, every billing entry point, drain, top-ups (some with repeated
-# idempotency keys), refunds, retries, reports — then a final CALL
+# idempotency keys), refunds, retries, reports, and spend control: holds
+# (hold-only orgs under contention, holds named by messages), releases,
+# budget changes, a few alert threshold changes — then a final CALL
 # msgbilling.drain(), and checks the invariants (see docs/STRESS.md).
 # Prints PASS/FAIL per invariant and "stress: N passed, N failed"; exits
 # non-zero when one fails.
@@ -83,6 +85,7 @@ log_start=$(as_pg stat -c %s "$LOG")
 interval=$(( SECS / 10 )); [ "$interval" -ge 2 ] || interval=2
 : >"$MB_WORK/verify_during.out"
 : >"$MB_WORK/covered_during.out"
+: >"$MB_WORK/budget_during.out"
 (
     while [ -d "$MB_WORK" ] && [ ! -e "$MB_WORK/stop_verify" ]; do
         sleep "$interval"
@@ -107,6 +110,18 @@ verify_pid=$!
     done
 ) &
 covered_pid=$!
+(
+    while [ -d "$MB_WORK" ] && [ ! -e "$MB_WORK/stop_verify" ]; do
+        sleep 1
+        [ -e "$MB_WORK/stop_verify" ] && break
+        q -c "SELECT count(*) || ' ' ||
+                     coalesce(string_agg(format('org %s: %s budget_exceeded failures (e.g. message %s), dearest %s, budget left %s',
+                                                org_id, n, first_id, max_cost, left_), '; '), '')
+                FROM stress.budget_failures_covered" >>"$MB_WORK/budget_during.out" 2>&1 ||
+            echo "error" >>"$MB_WORK/budget_during.out"
+    done
+) &
+budget_pid=$!
 
 progress=$(( SECS >= 600 ? 60 : (SECS >= 60 ? 10 : 5) ))
 threads=$(( CLIENTS < 4 ? CLIENTS : 4 ))
@@ -125,11 +140,16 @@ as_pg pgbench -n -M simple --max-tries=1 --failures-detailed \
     -f "$MB_WORK/retry.sql@3" \
     -f "$MB_WORK/report.sql@2" \
     -f "$MB_WORK/app_edit.sql@3" \
+    -f "$MB_WORK/hold.sql@12" \
+    -f "$MB_WORK/release.sql@8" \
+    -f "$MB_WORK/insert_held.sql@10" \
+    -f "$MB_WORK/budget.sql@2" \
+    -f "$MB_WORK/alert_churn.sql@1" \
     stress 2>&1 | tee "$MB_WORK/pgbench.out" | grep --line-buffered '^progress:'
 pgbench_rc=${PIPESTATUS[0]}
 set -e
 touch "$MB_WORK/stop_verify"
-wait "$verify_pid" "$covered_pid" || true
+wait "$verify_pid" "$covered_pid" "$budget_pid" || true
 # the run's summary (the per-script sections are long)
 sed -n '/^transaction type/,/^SQL script 1/p' "$MB_WORK/pgbench.out" | sed '$d'
 # one line per script
@@ -160,6 +180,42 @@ SELECT 'refunds: ' || count(*) FILTER (WHERE kind = 'refund') || ' succeeded; ca
                    FROM (SELECT fn, sqlstate, count(*) AS n FROM stress.log
                           WHERE kind = 'caught' GROUP BY 1, 2) c), 'none')
   FROM stress.log;
+SELECT 'holds of hold-only orgs: ' || count(*) || ' calls, ' ||
+       count(hold_id) || ' granted (' || count(DISTINCT hold_id) || ' holds), ' ||
+       count(*) - count(hold_id) || ' refused (' ||
+       round(100.0 * (count(*) - count(hold_id)) / greatest(count(*), 1), 1) || '%)'
+  FROM stress.hold_log WHERE org > 300;
+-- how close the holds came: per hold-only org, the most granted and
+-- active at once (as holds_within_wallet counts them) against its limit
+WITH c AS (SELECT DISTINCT ON (hold_id) hold_id, org, coalesce(held_amount, amount) AS held,
+                  granted_at, expires_at
+             FROM stress.hold_log WHERE hold_id IS NOT NULL AND org > 300
+            ORDER BY hold_id, id),
+     iv AS (SELECT c.*, least(c.expires_at, (SELECT min(r.started_at) FROM stress.release_log r
+                                              WHERE r.hold_id = c.hold_id)) AS ends FROM c),
+     ev AS (SELECT org, granted_at AS ts, 1 AS ord, held AS d FROM iv WHERE ends > granted_at
+            UNION ALL SELECT org, ends, 0, -held FROM iv WHERE ends > granted_at),
+     r AS (SELECT org, ord, sum(d) OVER (PARTITION BY org ORDER BY ts, ord) AS active FROM ev)
+SELECT 'most held at once: ' || string_agg(r.org || ' ' || r.m || '/' || l.hold_limit, ', ' ORDER BY r.org)
+  FROM (SELECT org, max(active) AS m FROM r WHERE ord = 1 GROUP BY org) r
+  JOIN stress.hold_limit l ON l.org = r.org;
+SELECT 'holds of other orgs: ' || count(*) || ' calls, ' || count(hold_id) || ' granted, ' ||
+       count(*) - count(hold_id) || ' refused; ' ||
+       count(*) FILTER (WHERE purpose = 'message') || ' for messages, ' ||
+       (SELECT count(*) FROM messages WHERE hold_id > 0) || ' messages name a hold'
+  FROM stress.hold_log WHERE org <= 300;
+SELECT 'releases: ' || count(*) || ' calls, ' || count(*) FILTER (WHERE result) ||
+       ' of an active hold; holds left: ' || (SELECT count(*) FROM msgbilling.holds)
+  FROM stress.release_log;
+SELECT 'alerts: ' || coalesce(string_agg(n || ' ' || kind, ', ' ORDER BY kind), 'none') ||
+       ' (' || (SELECT count(*) FROM msgbilling.alert_rules) || ' thresholds now)'
+  FROM (SELECT kind, count(*) AS n FROM msgbilling.alerts GROUP BY 1) t;
+SELECT 'budgets: ' || (SELECT count(*) FROM stress.budget_log) || ' set_budget calls; ' ||
+       (SELECT count(*) FROM messages WHERE billing_error = 'budget_exceeded') ||
+       ' budget_exceeded failures; ' ||
+       string_agg(b.org_id || ' ' || b.period || (CASE WHEN b.hard THEN ' hard ' ELSE ' soft ' END) ||
+                  b.spent || '/' || b.amount, ', ' ORDER BY b.org_id, b.period)
+  FROM msgbilling.budgets b;
 SQL
 long_waits=$(as_pg tail -c +"$((log_start + 1))" "$LOG" | grep -c 'still waiting for' || true)
 echo "lock waits over deadlock_timeout (1s): $long_waits"
@@ -198,6 +254,7 @@ during() {      # name file
 }
 during verify_ok_during_run "$MB_WORK/verify_during.out"
 during insufficient_failures_real_during_run "$MB_WORK/covered_during.out"
+during budget_failures_real_during_run "$MB_WORK/budget_during.out"
 
 # deadlocks
 deadlocks_after=$(deadlocks)

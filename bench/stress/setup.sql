@@ -14,12 +14,14 @@ CREATE TABLE messages (
     content text,
     model text,
     tokens_used integer,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    hold_id bigint          -- the hold the app took for the message, if any
 );
 SELECT msgbilling.attach('messages', org_column => 'org_id',
                          tokens_column => 'tokens_used',
                          model_column => 'model',
-                         created_column => 'created_at');
+                         created_column => 'created_at',
+                         hold_column => 'hold_id');
 
 -- A default price and two model prices ('other' and NULL models use the
 -- default); gpt-4o's price changes halfway through the run, so that
@@ -38,7 +40,8 @@ CREATE TABLE stress.orgs (
     org integer PRIMARY KEY,
     has_wallet boolean NOT NULL,
     start_balance numeric,          -- NULL without a wallet
-    overdraft numeric
+    overdraft numeric,
+    hold_only boolean NOT NULL DEFAULT false   -- 301..305, below
 );
 INSERT INTO stress.orgs
 SELECT o, o <= 180,
@@ -192,6 +195,237 @@ WITH f AS (
 SELECT f.org_id, f.n, f.first_id, f.max_cost, c.balance, c.overdraft_limit
   FROM f JOIN msgbilling.credits c ON c.org_id = f.org_id
  WHERE f.max_cost <= c.balance + c.overdraft_limit;
+
+-------------------------------------------------------------------------------
+-- Spend control (holds, alerts, budgets)
+-------------------------------------------------------------------------------
+
+-- Hold-only orgs 301..305: funded once here, never billed, never topped
+-- up, no messages; only hold(), release() and expiry happen to them, under
+-- heavy contention (hold.sql), so that at every moment the holds granted
+-- and active must add up to no more than what the org has: balance +
+-- overdraft, and no more than its hard budget (304: a day budget below its
+-- balance, never changed).  hold_limit is that bound.
+INSERT INTO stress.orgs (org, has_wallet, start_balance, overdraft, hold_only)
+VALUES (301, true, 1, 0, true), (302, true, 2, 0.5, true), (303, true, 0.3, 0, true),
+       (304, true, 5, 0, true), (305, true, 10, 1, true);
+SELECT count(msgbilling.set_overdraft(org, overdraft)) FROM stress.orgs WHERE hold_only;
+SELECT count(msgbilling.top_up(org, start_balance, 'stress: opening balance'))
+  FROM stress.orgs WHERE hold_only;
+
+-- Every hold() call (granted or not) and every release() call, each in
+-- the transaction of its call: granted_at is the clock after hold()
+-- returned (the hold's row was in by then), started_at the clock before
+-- release() ran (the hold counted at least until then), so that
+-- [granted_at, least(expires_at, first release's started_at)) is within
+-- the time each hold really counted.  expires_at and held_amount are the
+-- hold's row as this transaction sees it (a keyed call may return another
+-- call's hold).  available_after: available() of a hold-only org right
+-- after the call.
+CREATE TABLE stress.hold_log (
+    id bigserial PRIMARY KEY,
+    org integer NOT NULL,
+    amount numeric NOT NULL,
+    ttl interval NOT NULL,
+    key text,
+    hold_id bigint,             -- NULL: refused
+    granted_at timestamptz NOT NULL,
+    expires_at timestamptz,
+    held_amount numeric,
+    available_after numeric,
+    purpose text NOT NULL       -- hold, message
+);
+CREATE INDEX ON stress.hold_log (org, id);
+CREATE INDEX ON stress.hold_log (hold_id);
+CREATE TABLE stress.release_log (
+    id bigserial PRIMARY KEY,
+    hold_id bigint,
+    started_at timestamptz NOT NULL,
+    result boolean
+);
+CREATE INDEX ON stress.release_log (hold_id);
+
+CREATE FUNCTION stress.hold(o integer, amount numeric, ttl interval, k text,
+                            purpose text)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    hid bigint;
+    t timestamptz;
+    e timestamptz;
+    a numeric;
+    av numeric;
+BEGIN
+    hid := msgbilling.hold(o, amount, ttl, k);
+    t := clock_timestamp();
+    IF hid IS NOT NULL THEN
+        SELECT h.expires_at, h.amount INTO e, a FROM msgbilling.holds h WHERE h.id = hid;
+    END IF;
+    IF o > 300 THEN
+        av := msgbilling.available(o);
+    END IF;
+    INSERT INTO stress.hold_log (org, amount, ttl, key, hold_id, granted_at,
+                                 expires_at, held_amount, available_after, purpose)
+    VALUES (o, amount, ttl, k, hid, t, e, a, av, purpose);
+    RETURN hid;
+END;
+$$;
+
+-- What a hold-only org has for holds: balance + overdraft, no more than its
+-- hard budget.
+CREATE VIEW stress.hold_limit AS
+SELECT o.org, least(o.start_balance + o.overdraft,
+                    (SELECT min(b.amount) FROM msgbilling.budgets b
+                      WHERE b.org_id = o.org AND b.hard)) AS hold_limit
+  FROM stress.orgs o WHERE o.hold_only;
+
+CREATE FUNCTION stress.release(id bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := clock_timestamp();
+    r boolean;
+BEGIN
+    IF id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    r := msgbilling.release(id);
+    INSERT INTO stress.release_log (hold_id, started_at, result) VALUES (id, t, r);
+    RETURN r;
+END;
+$$;
+
+-- Budgets, every set_budget call logged: spent_after and period_start are
+-- the budget row right after it, max_ledger_id the org's last ledger entry
+-- then (set_budget holds the wallet, so the org's entries up to it are
+-- committed and later ones have higher ids).
+CREATE TABLE stress.budget_log (
+    id bigserial PRIMARY KEY,
+    org integer NOT NULL,
+    period text NOT NULL,
+    amount numeric,             -- NULL: removed
+    hard boolean NOT NULL,
+    tz text NOT NULL,
+    period_start timestamptz,
+    spent_after numeric,
+    max_ledger_id bigint,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION stress.set_budget(o integer, p text, amt numeric, hrd boolean,
+                                  zone text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM msgbilling.set_budget(o, p, amt, hrd, zone);
+    INSERT INTO stress.budget_log (org, period, amount, hard, tz, period_start,
+                                   spent_after, max_ledger_id)
+    SELECT o, p, amt, hrd, zone, b.period_start, b.spent,
+           (SELECT max(l.id) FROM msgbilling.ledger l WHERE l.org_id = o)
+      FROM (SELECT 1) x
+      LEFT JOIN msgbilling.budgets b ON b.org_id = o AND b.period = p;
+END;
+$$;
+-- Fixed hard day budgets (never changed): 11, 17, 23 (wallets of 1000,
+-- so the budget is what stops them), and 304 (hold-only); changing hard
+-- budgets (budget.sql): 4 (hot) and 29 (day, and a fixed week budget in
+-- New York time); soft day budgets: 2 (hot) and 35 fixed, 41 changing.
+CREATE TABLE stress.budget_orgs (org integer, period text, hard boolean,
+                                 tz text, changing boolean,
+                                 PRIMARY KEY (org, period));
+INSERT INTO stress.budget_orgs VALUES
+    (11, 'day', true, 'UTC', false), (17, 'day', true, 'UTC', false),
+    (23, 'day', true, 'Europe/Berlin', false), (304, 'day', true, 'UTC', false),
+    (4, 'day', true, 'UTC', true), (29, 'day', true, 'UTC', true),
+    (29, 'week', true, 'America/New_York', false),
+    (2, 'day', false, 'UTC', false), (35, 'day', false, 'UTC', false),
+    (41, 'day', false, 'UTC', true);
+SELECT count(stress.set_budget(org, period,
+             CASE org WHEN 11 THEN 1.0 WHEN 17 THEN 0.3 WHEN 23 THEN 0.6
+                      WHEN 304 THEN 1.5 WHEN 4 THEN 0.5
+                      WHEN 29 THEN CASE period WHEN 'day' THEN 0.4 ELSE 3 END
+                      WHEN 2 THEN 0.3 WHEN 35 THEN 0.5 WHEN 41 THEN 0.2 END,
+             hard, tz))
+  FROM stress.budget_orgs;
+
+-- budget.sql: a new amount (or none) for a changing budget.
+CREATE FUNCTION stress.change_budget(pick integer, cents integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    b stress.budget_orgs;
+BEGIN
+    SELECT * INTO b FROM stress.budget_orgs WHERE changing
+     ORDER BY org, period OFFSET pick % 3 LIMIT 1;
+    PERFORM stress.set_budget(b.org, b.period,
+                              CASE WHEN cents > 0 THEN cents / 100.0 END,
+                              b.hard, b.tz);
+END;
+$$;
+
+-- Hard budget orgs' unpaid failures are real too: an org with
+-- budget_exceeded failures has one that costs more than its hard budgets
+-- have left now (a budget change, refund or top-up makes them pending).
+CREATE VIEW stress.budget_left AS
+SELECT b.org_id, min(b.amount - CASE WHEN b.period_start = msgbilling._period_start(b.period, b.time_zone, now())
+                                     THEN b.spent ELSE 0 END) AS left_
+  FROM msgbilling.budgets b WHERE b.hard GROUP BY 1;
+CREATE VIEW stress.budget_failures_covered AS
+WITH f AS (
+    SELECT m.org_id, count(*) AS n, min(m.id) AS first_id,
+           max(round(m.tokens_used * stress.price(m.model, m.created_at), 6)) AS max_cost
+      FROM messages m
+     WHERE m.billing_status = 'failed' AND m.billing_error = 'budget_exceeded'
+     GROUP BY 1)
+SELECT f.org_id, f.n, f.first_id, f.max_cost, bl.left_
+  FROM f LEFT JOIN stress.budget_left bl ON bl.org_id = f.org_id
+ WHERE bl.left_ IS NULL OR f.max_cost <= bl.left_;
+
+-- Alert thresholds, set here only (none change during the run, so the end
+-- check recomputes every crossing from the ledger): own ones first (an
+-- org's own thresholds replace the defaults), then the defaults.  Balances
+-- of the hot orgs hover around a few cents (top_up.sql).
+SELECT msgbilling.set_alert(o, t)
+  FROM (VALUES (1, 0.02), (1, 0.05), (1, 0.1), (1, 0.5),
+               (3, 1), (3, 5), (3, 9.9),
+               (6, 0.01), (6, 0.1),
+               (7, 0.001), (7, 0.03), (7, 0.2),
+               (14, -0.2), (14, 0.01), (14, 0.05),
+               (11, 999.5), (11, 999.9),
+               (303, 0.3), (305, 5),
+               (152, 0.9), (159, 9)) v(o, t);
+SELECT msgbilling.set_alert(NULL, t) FROM (VALUES (0.04), (0.5), (5)) v(t);
+-- Orgs 152 and 159 also get thresholds set and dropped during the run
+-- (alert_churn.sql, rarely: set_alert waits for every balance change in
+-- progress); their alerts are not recomputed.
+CREATE TABLE stress.alert_churn_orgs (org integer PRIMARY KEY);
+INSERT INTO stress.alert_churn_orgs VALUES (152), (159);
+-- From here on every ledger entry of the run is walked; the balances now
+-- gave the 'low' alerts of the thresholds already crossed.
+CREATE TABLE stress.alert_mark AS
+SELECT (SELECT coalesce(max(id), 0) FROM msgbilling.ledger) AS max_ledger_id;
+CREATE TABLE stress.balance_at_rules AS
+SELECT org_id, balance FROM msgbilling.credits;
+
+-- insert_held.sql: the app takes a hold for the call it is about to make
+-- (of its estimated cost), then inserts the message naming it.  2 times in
+-- 100 it names instead a recent hold of a hold-only org (billing must not
+-- touch another org's hold), 1 in 100 an id that is no hold.
+CREATE FUNCTION stress.hold_for_message(o integer, est numeric, ttl interval,
+                                        k text, pick integer)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF pick <= 2 THEN
+        SELECT h.hold_id INTO id FROM stress.hold_log h
+         WHERE h.org = 300 + pick + (o % 3) AND h.hold_id IS NOT NULL
+         ORDER BY h.id DESC LIMIT 1;
+        RETURN coalesce(id, -1);
+    ELSIF pick = 3 THEN
+        RETURN -1 - o;      -- no such hold (0 means refused: no message)
+    END IF;
+    RETURN coalesce(stress.hold(o, est, ttl, k, 'message'), 0);
+END;
+$$;
 
 -- A backlog to start with.
 INSERT INTO messages (org_id, content, model, tokens_used)

@@ -23,9 +23,11 @@ CREATE TABLE messages (
     id bigserial PRIMARY KEY,
     org_id bigint NOT NULL,
     tokens_used integer,
+    hold_id bigint,
     created_at timestamptz NOT NULL DEFAULT now()
 );
-SELECT msgbilling.attach('messages', created_column => 'created_at');
+SELECT msgbilling.attach('messages', created_column => 'created_at',
+                         hold_column => 'hold_id');
 SELECT msgbilling.set_price(NULL, 0.001, '2024-01-01');
 SELECT msgbilling.top_up(1, 1000);
 });
@@ -110,6 +112,21 @@ is(pooled('RESET statement_timeout; RESET msgbilling.max_rate; SHOW msgbilling.m
 is(pooled('SELECT balance FROM msgbilling.credits WHERE org_id = 1'),
 	pooled('SELECT msgbilling.balance(1)'), 'balance() through the pool');
 is(pooled('SELECT charged FROM msgbilling.stats(1)'), '600', 'stats() through the pool');
+
+# The admission flow through the pool: each call holds the org's lock only
+# while it runs, so clients on one server connection never meet a lock
+# left behind.
+my $avail = pooled('SELECT msgbilling.available(1)');
+my $hold = pooled('SELECT msgbilling.hold(1, 2.5)');
+like($hold, qr/^\d+$/, 'hold() through the pool');
+is(pooled('SELECT msgbilling.available(1)'), sprintf('%.6f', $avail - 2.5),
+	'the next client sees it held');
+pooled("INSERT INTO messages (org_id, tokens_used, hold_id) VALUES (1, 10, $hold)");
+pooled('SELECT charged FROM msgbilling.process_all_pending(max_rate => 0)');
+is(pooled("SELECT count(*) FROM msgbilling.holds WHERE id = $hold"), '0',
+	'billing its message released it');
+is(pooled('SELECT msgbilling.available(1)'), pooled('SELECT msgbilling.balance(1)'),
+	'and available is the balance again');
 is(pooled(q{SELECT string_agg(check_name, ', ') FROM msgbilling.verify() WHERE NOT ok}),
 	'', 'verify() is clean');
 

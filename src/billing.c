@@ -243,7 +243,10 @@ decide_org(Batch *b, BatchOrg *o, TimestampTz now)
  * ---------------------------------------------------------------------
  */
 
-/* Debit the wallets of orgs with charges; set each org's ledger entry id. */
+/*
+ * Debit the wallets of orgs with charges; set each org's ledger entry id.
+ * Then the entries' alerts and budget spend (spend.c).
+ */
 static void
 charge_wallets(Batch *b)
 {
@@ -254,6 +257,8 @@ charge_wallets(Batch *b)
 	Datum	   *counts = palloc(sizeof(Datum) * b->norgs);
 	Datum	   *ixs = palloc(sizeof(Datum) * b->norgs);
 	Datum	   *frees = palloc(sizeof(Datum) * b->norgs);
+	Datum	   *entries = palloc(sizeof(Datum) * b->norgs);
+	int			nentries = 0;
 	Datum		values[5];
 	int			n = 0;
 	int			i;
@@ -294,8 +299,11 @@ charge_wallets(Batch *b)
 									   SPI_tuptable->tupdesc, 2, &isnull);
 
 		b->orgs[ix].ledger_id = isnull ? 0 : DatumGetInt64(id);
+		if (!isnull)
+			entries[nentries++] = id;
 	}
 	SPI_freetuptable(SPI_tuptable);
+	mb_ledger_added(entries, nentries);
 }
 
 /* ---------------------------------------------------------------------

@@ -329,6 +329,53 @@ expiry_after(Interval *ttl, TimestampTz now)
 }
 
 /*
+ * The statements of hold and release, prepared once per configuration (the
+ * org type): a hold and its release are two calls per LLM call.
+ */
+static char *
+hold_by_key_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT id, expires_at OPERATOR(pg_catalog.>) $3"
+				   " FROM msgbilling.holds WHERE org_id = $1 AND hold_key = $2");
+}
+
+/* Without a key, a plain INSERT: ON CONFLICT would insert speculatively. */
+static char *
+hold_insert_sql(const MbConfig *cfg)
+{
+	return pstrdup("INSERT INTO msgbilling.holds (org_id, amount, expires_at)"
+				   " VALUES ($1, $2, $4) RETURNING id");
+}
+
+static char *
+hold_insert_keyed_sql(const MbConfig *cfg)
+{
+	return pstrdup("INSERT INTO msgbilling.holds (org_id, amount, hold_key, expires_at)"
+				   " VALUES ($1, $2, $3, $4)"
+				   " ON CONFLICT (org_id, hold_key) WHERE hold_key IS NOT NULL"
+				   " DO NOTHING RETURNING id");
+}
+
+static char *
+hold_delete_sql(const MbConfig *cfg)
+{
+	return pstrdup("DELETE FROM msgbilling.holds WHERE id = $1");
+}
+
+static char *
+hold_org_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT org_id FROM msgbilling.holds WHERE id = $1");
+}
+
+static char *
+release_sql(const MbConfig *cfg)
+{
+	return pstrdup("DELETE FROM msgbilling.holds WHERE id = $1"
+				   " RETURNING expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()");
+}
+
+/*
  * The org's hold named key: its id, with *active whether it still counts;
  * 0 when there is none.
  */
@@ -340,9 +387,8 @@ keyed_hold(const MbConfig *cfg, Datum org, Datum key, TimestampTz now,
 	Datum		values[3] = {org, key, TimestampTzGetDatum(now)};
 	bool		isnull;
 
-	mb_exec_sql("SELECT id, expires_at > $3 FROM msgbilling.holds"
-				" WHERE org_id = $1 AND hold_key = $2",
-				3, argtypes, values, NULL, SPI_OK_SELECT);
+	mb_exec_plan(mb_plan(MB_STMT_HOLD_BY_KEY, hold_by_key_sql, 3, argtypes),
+				 values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return 0;
 	*active = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
@@ -355,9 +401,10 @@ static void
 delete_hold(int64 id)
 {
 	Datum		value = Int64GetDatum(id);
+	Oid			argtypes[1] = {INT8OID};
 
-	mb_exec_sql("DELETE FROM msgbilling.holds WHERE id = $1",
-				1, (Oid[1]) {INT8OID}, &value, NULL, SPI_OK_DELETE);
+	mb_exec_plan(mb_plan(MB_STMT_HOLD_DELETE, hold_delete_sql, 1, argtypes),
+				 &value, NULL, SPI_OK_DELETE);
 }
 
 /*
@@ -373,11 +420,13 @@ insert_hold(const MbConfig *cfg, Datum org, Datum amount, Datum key,
 	char		nulls[4] = {' ', ' ', key_null ? 'n' : ' ', ' '};
 	bool		isnull;
 
-	mb_exec_sql("INSERT INTO msgbilling.holds (org_id, amount, hold_key, expires_at)"
-				" VALUES ($1, $2, $3, $4)"
-				" ON CONFLICT (org_id, hold_key) WHERE hold_key IS NOT NULL"
-				" DO NOTHING RETURNING id",
-				4, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
+	if (key_null)
+		mb_exec_plan(mb_plan(MB_STMT_HOLD_INSERT, hold_insert_sql, 4, argtypes),
+					 values, nulls, SPI_OK_INSERT_RETURNING);
+	else
+		mb_exec_plan(mb_plan(MB_STMT_HOLD_INSERT_KEYED, hold_insert_keyed_sql,
+							 4, argtypes),
+					 values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed == 0)
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -469,25 +518,29 @@ release(PG_FUNCTION_ARGS)
 	Datum		id;
 	bool		isnull;
 	bool		was_active;
+	Oid			argtypes[1] = {INT8OID};
 
 	mb_require_arg(fcinfo, 0, "hold id");
 	id = PG_GETARG_DATUM(0);
 	mb_require_catalog();
 	SPI_connect();
 	cfg = mb_config();
-	mb_exec_sql("SELECT org_id FROM msgbilling.holds WHERE id = $1",
-				1, (Oid[1]) {INT8OID}, &id, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0 ||
-		!mb_caller_may_read_org(cfg, SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1,
-												   &isnull)))
+	/* a tenant's role: first whose hold it is */
+	if (!mb_caller_sees_all())
 	{
-		SPI_finish();
-		PG_RETURN_BOOL(false);
+		mb_exec_plan(mb_plan(MB_STMT_HOLD_ORG, hold_org_sql, 1, argtypes),
+					 &id, NULL, SPI_OK_SELECT);
+		if (SPI_processed == 0 ||
+			!mb_caller_may_read_org(cfg, SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc,
+													   1, &isnull)))
+		{
+			SPI_finish();
+			PG_RETURN_BOOL(false);
+		}
 	}
-	mb_exec_sql("DELETE FROM msgbilling.holds WHERE id = $1"
-				" RETURNING expires_at > pg_catalog.clock_timestamp()",
-				1, (Oid[1]) {INT8OID}, &id, NULL, SPI_OK_DELETE_RETURNING);
+	mb_exec_plan(mb_plan(MB_STMT_RELEASE, release_sql, 1, argtypes),
+				 &id, NULL, SPI_OK_DELETE_RETURNING);
 	was_active = SPI_processed > 0 &&
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 								   SPI_tuptable->tupdesc, 1, &isnull));

@@ -3,12 +3,13 @@
  *		Low-balance alerts and period budgets: set_alert, drop_alert,
  *		set_budget, budget_status, and what billing does with budgets.
  *
- * The crossings themselves are found by the ledger's trigger
- * (msgbilling._ledger_added, in SQL): every balance change has a ledger
- * entry made while its wallet is held, so it sees each change once, in
- * order, in the transaction that made it.  set_alert and drop_alert change
+ * The crossings themselves are found by msgbilling._ledger_added (SQL),
+ * which billing and the wallet functions call with the ledger entries they
+ * write (mb_ledger_added): every balance change has a ledger entry made
+ * while its wallet is held, so it sees each change once, in order, in the
+ * transaction that made it.  set_alert and drop_alert change
  * the thresholds under the rules lock (SHARE ROW EXCLUSIVE on
- * msgbilling.alert_rules, which the trigger takes in SHARE mode), so that a
+ * msgbilling.alert_rules, which _ledger_added takes in SHARE mode), so that a
  * threshold never appears between a balance change and its check: a change
  * made before the lock is committed and read here ("already below": its
  * 'low' now), one made after sees the threshold.  Budgets are per org, and
@@ -273,7 +274,7 @@ set_budget(PG_FUNCTION_ARGS)
 	/*
 	 * Holding the wallet is enough: every charge of the org holds it from
 	 * its claim to its commit, so none is between the ledger, read here,
-	 * and the trigger, which sees the new budget.
+	 * and _ledger_added, which sees the new budget.
 	 */
 	(void) mb_hold_wallet(cfg, values[0]);
 	write_budget(cfg, values, nulls);
@@ -324,14 +325,37 @@ budget_status(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------
- * In billing
+ * In billing and the wallet functions
  * ---------------------------------------------------------------------
  */
+
+static char *
+ledger_added_sql(const MbConfig *cfg)
+{
+	return pstrdup("SELECT msgbilling._ledger_added($1)");
+}
+
+/*
+ * After writing the ledger entries ids (n of them), in their transaction:
+ * their alerts, and their spend in the orgs' budgets.
+ */
+void
+mb_ledger_added(Datum *ids, int n)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		value;
+
+	if (n == 0)
+		return;
+	value = mb_array(ids, NULL, n, INT8OID);
+	mb_exec_plan(mb_plan(MB_STMT_LEDGER_ADDED, ledger_added_sql, 1, argtypes),
+				 &value, NULL, SPI_OK_SELECT);
+}
 
 /*
  * Per org of the batch ($1), the least its hard budgets have left this
  * period.  The batch holds the wallets, and every charge holds its wallet
- * while the trigger adds to the spend, so this cannot change under it.
+ * while _ledger_added adds to the spend, so this cannot change under it.
  */
 static char *
 budget_limits_sql(const MbConfig *cfg)

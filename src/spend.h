@@ -11,6 +11,7 @@
 #include "batch.h"
 
 /* spend.c */
+extern void mb_ledger_added(Datum *ids, int n);
 extern void mb_budget_limits(Batch *b);
 extern void mb_mark_budget_exceeded(Batch *b);
 extern void mb_spend_housekeeping(const MbConfig *cfg, Datum org, bool org_null);

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "convert.h"
 #include "msgbilling.h"
+#include "spend.h"
 #include "version.h"
 #include "wake.h"
 #include "wallet.h"
@@ -148,8 +149,8 @@ mb_hold_wallet(const MbConfig *cfg, Datum org)
 }
 
 /*
- * Add amount to the org's locked wallet and append its ledger entry.
- * Returns the new balance.
+ * Add amount to the org's locked wallet and append its ledger entry, with
+ * its alerts and budget spend (spend.c).  Returns the new balance.
  */
 static Datum
 move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
@@ -161,6 +162,8 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
+	Datum		balance;
+	Datum		entry;
 
 	values[0] = org;
 	values[1] = amount;
@@ -179,11 +182,15 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 				" INSERT INTO msgbilling.ledger (org_id, kind, amount, balance_after,"
 				" note, idempotency_key, message_id, charge_id)"
 				" SELECT w.org_id, $3, $2, w.balance, $4, $5, $6, $7 FROM w"
-				" RETURNING balance_after",
+				" RETURNING balance_after, id",
 				7, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "wallet to credit was not found");
-	return first_value(&isnull);
+	balance = datumCopy(first_value(&isnull), false, -1);
+	entry = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+						  &isnull);
+	mb_ledger_added(&entry, 1);
+	return balance;
 }
 
 /*

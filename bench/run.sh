@@ -8,6 +8,11 @@
 #   bash bench/run.sh            # the full suite (1M-message workloads, W6 to 5M)
 #   bash bench/run.sh --quick    # smaller sizes, for a smoke run
 #
+# BENCH_NO_BUILD=1 runs with the msgbilling already installed (no package
+# install, no build).  BENCH_ONLY=W8 runs W8 alone (a few minutes) and
+# writes its results.csv and RESULTS.latest.md to a new directory under
+# /tmp (BENCH_OUT to choose it), not to bench/.
+#
 # No timing is asserted anywhere: this prints and records numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +34,26 @@ fi
 # sizes can be overridden, for a machine or a session with less time
 W6_SIZES=${BENCH_W6:-$W6_SIZES}
 W5_N=${BENCH_W5:-$W5_N}
+# W8: each hold + release variant's seconds and rounds (the best round of
+# each kept), available()'s seconds
+if [ "$QUICK" = 1 ]; then W8_SECONDS=20; W8_ROUNDS=1; W8_AVAIL_SECONDS=10
+else W8_SECONDS=60; W8_ROUNDS=3; W8_AVAIL_SECONDS=30; fi
+W8_SECONDS=${BENCH_W8_SECONDS:-$W8_SECONDS}
+W8_ROUNDS=${BENCH_W8_ROUNDS:-$W8_ROUNDS}
+W8_AVAIL_SECONDS=${BENCH_W8_AVAIL_SECONDS:-$W8_AVAIL_SECONDS}
 OUT=bench
+case "${BENCH_ONLY:-}" in
+    "") ;;
+    W8) OUT=${BENCH_OUT:-$(mktemp -d /tmp/msgbilling-bench.XXXXXX)}; mkdir -p "$OUT" ;;
+    *) echo "BENCH_ONLY: only W8 can run alone, not ${BENCH_ONLY}" >&2; exit 2 ;;
+esac
 CSV=$OUT/results.csv
 PORT=${BENCH_PORT:-5496}
 
-MB_PACKAGES="$MB_PACKAGES gnuplot-nox" mb_install_deps
-mb_build
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    MB_PACKAGES="$MB_PACKAGES gnuplot-nox" mb_install_deps
+    mb_build
+fi
 mb_workdir
 trap mb_cleanup EXIT
 cp -a bench "$MB_WORK/bench"
@@ -110,6 +129,119 @@ record() {
 }
 
 echo "workload,variant,messages,seconds,rate,wal_bytes,wal_per_message,peak_mem_mb" >"$CSV"
+
+# ---- W8: holds from 16 clients (the spend-control issue's "W7") -------------
+# hold() + release() of 1 credit, as the app makes them: two autocommit
+# statements a pair, one before its LLM call and one after, from 16 clients
+# on one hot org and on a random org of 1,000 (w8_*.pgbench), against the
+# reference of w8_data.sql: ref_hold() / ref_release() in PL/pgSQL and SQL,
+# on a copy of the wallets, which lock the org's wallet FOR UPDATE until
+# their commit.  Each variant on a fresh copy of the same template, the
+# variants alternating within a round (the reference first in even
+# rounds), the round with the most pairs a second kept.  Then available()'s
+# latency from pgbench's per-transaction log (-l), one client, each org
+# with five holds in flight, against SELECT 1's: the round trip alone.
+W8_VARIANTS="mb_hot ref_hot mb_spread ref_spread"
+declare -A W8_NAME=([mb_hot]="msgbilling hold + release on one hot org"
+                    [ref_hot]="ref FOR UPDATE hold + release on one hot org"
+                    [mb_spread]="msgbilling hold + release on 1000 orgs"
+                    [ref_spread]="ref FOR UPDATE hold + release on 1000 orgs")
+declare -A W8_BEST W8_REFUSED W8_LEFT W8_ALL
+w8_pairs() {  # variant: prints "pairs seconds wal_bytes refused holds_left failed"
+    local v=$1 lsn0 out n tps failed refused left holds=msgbilling.holds
+    [ "${v%%_*}" = ref ] && holds=ref.holds
+    fresh t_w8
+    lsn0=$(psql_v -d run -c "SELECT pg_current_wal_lsn()")
+    out=$(as_pg pgbench -n -M prepared -c 16 -j 2 -T "$W8_SECONDS" \
+              -f "$B/sql/w8_$v.pgbench" run 2>&1 || true)
+    if echo "$out" | grep -qi 'abort'; then
+        echo "W8 warning: pgbench of $v: $(echo "$out" | grep -i 'abort\|error' | head -3)" >&2
+    fi
+    n=$(echo "$out" | awk '/^number of transactions actually processed/ { print $NF }' | cut -d/ -f1)
+    tps=$(echo "$out" | awk '/^tps/ { print $3 }')
+    failed=$(echo "$out" | awk '/^number of failed transactions/ { print $5 }')
+    read -r wal refused left <<<"$(psql_v -d run -F ' ' -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0'),
+            (SELECT count(*) FROM w8_refused), (SELECT count(*) FROM $holds)")"
+    echo "${n:-0} $(awk -v n="${n:-0}" -v t="${tps:-0}" 'BEGIN { if (t > 0) printf "%.3f", n / t; else print 1 }') $wal $refused $left ${failed:-0}"
+}
+w8_latency() {  # pgbench script: one client for W8_AVAIL_SECONDS; prints "n p50 p99" in ms
+    rm -rf "$MB_WORK/w8log" && mkdir "$MB_WORK/w8log" && as_root chown postgres "$MB_WORK/w8log"
+    (cd "$MB_WORK/w8log" && as_pg pgbench -n -M prepared -c 1 -T "$W8_AVAIL_SECONDS" -l \
+        -f "$B/sql/$1" run >/dev/null 2>&1)
+    cat "$MB_WORK"/w8log/pgbench_log.* | awk '{ print $3 }' | sort -n |
+        awk '{ a[NR] = $1 } END { printf "%d %.3f %.3f", NR, a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000 }'
+}
+w8() {
+    echo "== W8: hold + release from 16 clients, ${W8_SECONDS}s a variant, $W8_ROUNDS round(s)"
+    psql_q -d postgres -c "DROP DATABASE IF EXISTS t_w8" -c "CREATE DATABASE t_w8"
+    psql_q -d t_w8 -f "$B/sql/mb_schema.sql" >/dev/null
+    psql_q -d t_w8 -v orgs=1000 -f "$B/sql/w8_data.sql" >/dev/null
+    psql_q -d postgres -c "CHECKPOINT"
+    local r v order res n secs wal refused left failed rate
+    for r in $(seq 1 "$W8_ROUNDS"); do
+        order=$W8_VARIANTS
+        [ $(( r % 2 )) = 0 ] && order="ref_hot mb_hot ref_spread mb_spread"
+        for v in $order; do
+            res=$(w8_pairs "$v")
+            read -r n secs wal refused left failed <<<"$res"
+            rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+            printf 'W8   round %s %-11s %8s pairs/s (%s pairs in %ss; refused %s, holds left %s, failed %s)\n' \
+                "$r" "$v" "$rate" "$n" "$secs" "$refused" "$left" "$failed"
+            W8_ALL[$v]="${W8_ALL[$v]:+${W8_ALL[$v]}, }$rate"
+            W8_REFUSED[$v]=$(( ${W8_REFUSED[$v]:-0} + refused + failed ))
+            W8_LEFT[$v]=$(( ${W8_LEFT[$v]:-0} + left ))
+            if [ -z "${W8_BEST[$v]:-}" ] ||
+               awk -v a="$rate" -v b="${W8_BEST[$v]%% *}" 'BEGIN { exit !(a > b) }'; then
+                W8_BEST[$v]="$rate $n $secs $wal"
+            fi
+        done
+    done
+    for v in $W8_VARIANTS; do
+        read -r rate n secs wal <<<"${W8_BEST[$v]}"
+        record W8 "${W8_NAME[$v]}" "$n" "$secs" "$wal" 0 0
+    done
+    # available(): each org with five holds in flight
+    fresh t_w8
+    psql_q -d run -c "SELECT count(msgbilling.hold(md5(o::text)::uuid, 1))
+                        FROM generate_series(1, 1000) o, generate_series(1, 5)" \
+        -c "VACUUM ANALYZE msgbilling.holds" >/dev/null
+    read -r w8_avail_n w8_avail_p50 w8_avail_p99 <<<"$(w8_latency w8_available.pgbench)"
+    read -r w8_sel_n w8_sel_p50 w8_sel_p99 <<<"$(w8_latency w8_select1.pgbench)"
+    echo "W8,available() p50/p99 ms,$w8_avail_n,$w8_avail_p50/$w8_avail_p99,,,," >>"$CSV"
+    echo "W8,SELECT 1 p50/p99 ms (the round trip),$w8_sel_n,$w8_sel_p50/$w8_sel_p99,,,," >>"$CSV"
+    echo "W8   available() p50 $w8_avail_p50 ms, p99 $w8_avail_p99 ms ($w8_avail_n calls, one client); SELECT 1 p50 $w8_sel_p50 ms, p99 $w8_sel_p99 ms"
+    psql_q -d postgres -c "DROP DATABASE IF EXISTS run" -c "DROP DATABASE t_w8"
+}
+w8_goals() {  # W8's lines of the goals table
+    local hot spread
+    hot=$(awk -v a="${RATE[W8/${W8_NAME[mb_hot]}]}" -v b="${RATE[W8/${W8_NAME[ref_hot]}]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+    spread=$(awk -v a="${RATE[W8/${W8_NAME[mb_spread]}]}" -v b="${RATE[W8/${W8_NAME[ref_spread]}]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+    echo "| W8 hold + release pairs/s, one hot org, msgbilling ÷ ref (FOR UPDATE) | $hot (${RATE[W8/${W8_NAME[mb_hot]}]} / ${RATE[W8/${W8_NAME[ref_hot]}]}; rounds ${W8_ALL[mb_hot]} / ${W8_ALL[ref_hot]}) | ≥ 3 |"
+    echo "| W8 the same, a random org of 1,000 | $spread (${RATE[W8/${W8_NAME[mb_spread]}]} / ${RATE[W8/${W8_NAME[ref_spread]}]}; rounds ${W8_ALL[mb_spread]} / ${W8_ALL[ref_spread]}) | ≥ 1.5 |"
+    echo "| W8 holds refused or failed (msgbilling hot, spread; ref hot, spread) | ${W8_REFUSED[mb_hot]}, ${W8_REFUSED[mb_spread]}; ${W8_REFUSED[ref_hot]}, ${W8_REFUSED[ref_spread]} (holds left after the runs: ${W8_LEFT[mb_hot]}, ${W8_LEFT[mb_spread]}; ${W8_LEFT[ref_hot]}, ${W8_LEFT[ref_spread]}) | 0 |"
+    echo "| W8 available() latency p50 / p99, one client (SELECT 1: the round trip) | $w8_avail_p50 / $w8_avail_p99 ms ($w8_sel_p50 / $w8_sel_p99 ms) | p99 < 0.2 ms |"
+}
+if [ "${BENCH_ONLY:-}" = W8 ]; then
+    w8
+    {
+        echo "# msgbilling benchmark results: W8 alone"
+        echo
+        echo "Run: \`BENCH_ONLY=W8 bash bench/run.sh$([ "$QUICK" = 1 ] && echo ' --quick')\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(as_pg psql -X -qtA -d postgres -c 'SHOW server_version'), ${W8_SECONDS}s a variant, $W8_ROUNDS round(s), the best of each kept."
+        echo
+        echo "| workload | variant | pairs | seconds | pairs/s | WAL B/pair |"
+        echo "|---|---|---|---|---|---|"
+        awk -F, 'NR > 1 && $5 != "" { printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $7 }' "$CSV"
+        echo
+        echo "| target | measured | goal |"
+        echo "|---|---|---|"
+        w8_goals
+    } >"$OUT/RESULTS.latest.md"
+    echo
+    cat "$OUT/RESULTS.latest.md"
+    echo
+    echo "(written to $OUT)"
+    exit 0
+fi
 
 # ---- W1: 1M pending messages over 10k orgs ---------------------------------
 echo "== W1: $N messages over $ORGS orgs"
@@ -471,6 +603,8 @@ echo "W4,worker delay p50/p99 ms,$W4_SAMPLES,$w4_p50/$w4_p99,,,," >>"$CSV"
 w4_charged=$(psql_v -d w4 -c "SELECT count(charged_at) FROM messages WHERE content = 'w4'")
 echo "W4   worker delay p50 $w4_p50 ms, p99 $w4_p99 ms ($w4_charged of $W4_SAMPLES charged)"
 
+w8
+
 # ---- Report ------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 r_a=$(ratio "${RATE[W1/msgbilling]}" "${RATE[W1/(a) set-based on guide schema]}")
@@ -547,6 +681,7 @@ EOF
     echo "| W5 stats() on $W5_N messages | $w5 ms | < 10 ms |"
     echo "| W7 longest INSERT wait while attach runs on $W5_N messages: in one transaction; concurrently | $w7_max ms (attach $w7_secs s); $w7l_max ms (with its indexes $w7l_secs s) | –; < 1000 ms |"
     echo "| W1 peak backend memory | ${MEM[W1/msgbilling]} MB | < 64 MB |"
+    w8_goals
     echo "| W1 WAL per message ÷ (b) | $r_wal | ≤ 1.1 |"
     echo "| W6 rate at $w6_last ÷ at $w6_first | $r_w6 | within 0.8–1.2 |"
     echo

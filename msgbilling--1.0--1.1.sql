@@ -1388,9 +1388,12 @@ DECLARE
     sent bigint;
 BEGIN
     LOCK TABLE msgbilling.alert_rules IN SHARE MODE;
-    IF NOT EXISTS (SELECT 1 FROM msgbilling.alert_rules)
-       AND NOT EXISTS (SELECT 1 FROM msgbilling.budgets) THEN
-        RETURN;
+    PERFORM FROM msgbilling.alert_rules LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM FROM msgbilling.budgets LIMIT 1;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
     END IF;
     WITH e AS (
         SELECT n.id, n.org_id, n.balance_after - n.amount AS before,

@@ -204,7 +204,6 @@ hold_version(TupleTableSlot *slot, bool in_progress, void *arg)
 /* The least any hard budget has left among the versions. */
 typedef struct BudgetLow
 {
-	TupleDesc	desc;
 	TimestampTz now;
 	bool		found;
 	Datum		low;
@@ -222,7 +221,7 @@ slot_col(TupleTableSlot *slot, TupleDesc desc, const char *col, bool *isnull)
 	return (Datum) 0;
 }
 
-/* What a budget row has left in the period of now (spend.c's rule). */
+/* What a budget row has left in the period of now (mb_spent_now_sql's rule). */
 static Datum
 budget_left_at(TupleTableSlot *slot, TupleDesc desc, TimestampTz now)
 {
@@ -247,9 +246,9 @@ budget_version(TupleTableSlot *slot, bool in_progress, void *arg)
 	bool		isnull;
 	Datum		left;
 
-	if (!DatumGetBool(slot_col(slot, b->desc, "hard", &isnull)))
+	if (!DatumGetBool(slot_col(slot, slot->tts_tupleDescriptor, "hard", &isnull)))
 		return;
-	left = budget_left_at(slot, b->desc, b->now);
+	left = budget_left_at(slot, slot->tts_tupleDescriptor, b->now);
 	if (!b->found || num_cmp(left, b->low) < 0)
 		b->low = left;
 	b->found = true;
@@ -267,7 +266,6 @@ cautious_available(const MbConfig *cfg, Datum org, TimestampTz now)
 	WalletLow	w = {0};
 	HeldSum		h = {0};
 	BudgetLow	b = {0};
-	Relation	rel;
 	Datum		avail;
 
 	w.balance = get_attnum(credits, "balance");
@@ -281,12 +279,9 @@ cautious_available(const MbConfig *cfg, Datum org, TimestampTz now)
 	if (!w.committed && num_cmp(avail, num_zero()) > 0)
 		avail = num_zero();
 
-	rel = table_open(msgbilling_rel("budgets"), AccessShareLock);
-	b.desc = RelationGetDescr(rel);
 	b.now = now;
 	scan_org_versions("budgets", "budgets_pkey", cfg, org, NULL,
 					  budget_version, &b);
-	table_close(rel, AccessShareLock);
 	if (b.found && num_cmp(b.low, avail) < 0)
 		avail = b.low;
 
@@ -549,22 +544,19 @@ release(PG_FUNCTION_ARGS)
 }
 
 /*
- * available's statement: committed state, as any report reads it.  The
- * budgets' rule is spend.c's: spent counts in the period it was made in.
+ * available's statement: committed state, as any report reads it.
  */
 static char *
 available_sql(const MbConfig *cfg)
 {
-	return pstrdup("SELECT LEAST(c.balance OPERATOR(pg_catalog.+) c.overdraft_limit,"
-				   " (SELECT pg_catalog.min(b.amount OPERATOR(pg_catalog.-)"
-				   " CASE WHEN b.period_start OPERATOR(pg_catalog.=)"
-				   " msgbilling._period_start(b.period, b.time_zone, $2)"
-				   " THEN b.spent ELSE 0 END)"
-				   " FROM msgbilling.budgets b WHERE b.org_id = c.org_id AND b.hard))"
-				   " OPERATOR(pg_catalog.-) COALESCE((SELECT pg_catalog.sum(h.amount)"
-				   " FROM msgbilling.holds h WHERE h.org_id = c.org_id"
-				   " AND h.expires_at > $2), 0)"
-				   " FROM msgbilling.credits c WHERE c.org_id = $1");
+	return psprintf("SELECT LEAST(c.balance OPERATOR(pg_catalog.+) c.overdraft_limit,"
+					" (SELECT pg_catalog.min(b.amount OPERATOR(pg_catalog.-) %s)"
+					" FROM msgbilling.budgets b WHERE b.org_id = c.org_id AND b.hard))"
+					" OPERATOR(pg_catalog.-) COALESCE((SELECT pg_catalog.sum(h.amount)"
+					" FROM msgbilling.holds h WHERE h.org_id = c.org_id"
+					" AND h.expires_at > $2), 0)"
+					" FROM msgbilling.credits c WHERE c.org_id = $1",
+					mb_spent_now_sql("b", "$2"));
 }
 
 /*

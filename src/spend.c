@@ -309,19 +309,31 @@ budget_status(PG_FUNCTION_ARGS)
 					" NULL::pg_catalog.numeric, NULL::pg_catalog.bool WHERE false",
 					0, NULL, NULL, NULL, SPI_OK_SELECT);
 	else
-		mb_exec_sql("SELECT s.ps, msgbilling._period_end(b.period, b.time_zone,"
-					" pg_catalog.now()), b.amount::pg_catalog.numeric, s.spent,"
-					" b.amount - s.spent, b.hard"
-					" FROM msgbilling.budgets b, LATERAL (SELECT"
-					" msgbilling._period_start(b.period, b.time_zone, pg_catalog.now()) AS ps) p,"
-					" LATERAL (SELECT p.ps, CASE WHEN b.period_start = p.ps"
-					" THEN b.spent ELSE 0.000000 END::pg_catalog.numeric AS spent) s"
-					" WHERE b.org_id = $1"
-					" ORDER BY CASE b.period WHEN 'day' THEN 1 WHEN 'week' THEN 2 ELSE 3 END",
+		mb_exec_sql(psprintf("SELECT msgbilling._period_start(b.period, b.time_zone,"
+							 " pg_catalog.now()), msgbilling._period_end(b.period,"
+							 " b.time_zone, pg_catalog.now()), b.amount::pg_catalog.numeric,"
+							 " s.spent, b.amount - s.spent, b.hard"
+							 " FROM msgbilling.budgets b,"
+							 " LATERAL (SELECT (%s)::pg_catalog.numeric AS spent) s"
+							 " WHERE b.org_id = $1 ORDER BY"
+							 " CASE b.period WHEN 'day' THEN 1 WHEN 'week' THEN 2 ELSE 3 END",
+							 mb_spent_now_sql("b", "pg_catalog.now()")),
 					1, argtypes, &org, NULL, SPI_OK_SELECT);
 	mb_return_spi_rows(fcinfo);
 	SPI_finish();
 	PG_RETURN_NULL();
+}
+
+/*
+ * What budget row b has spent in the period that contains at: its spend,
+ * if it is of that period, else nothing yet (hold.c has the same rule in C).
+ */
+char *
+mb_spent_now_sql(const char *b, const char *at)
+{
+	return psprintf("CASE WHEN %s.period_start OPERATOR(pg_catalog.=)"
+					" msgbilling._period_start(%s.period, %s.time_zone, %s)"
+					" THEN %s.spent ELSE 0.000000 END", b, b, b, at, b);
 }
 
 /* ---------------------------------------------------------------------
@@ -360,13 +372,11 @@ mb_ledger_added(Datum *ids, int n)
 static char *
 budget_limits_sql(const MbConfig *cfg)
 {
-	return pstrdup("SELECT u.ix, pg_catalog.min(b.amount OPERATOR(pg_catalog.-)"
-				   " CASE WHEN b.period_start OPERATOR(pg_catalog.=)"
-				   " msgbilling._period_start(b.period, b.time_zone, pg_catalog.now())"
-				   " THEN b.spent ELSE 0 END)"
-				   " FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
-				   " JOIN msgbilling.budgets b ON b.org_id = u.o"
-				   " WHERE b.hard GROUP BY u.ix");
+	return psprintf("SELECT u.ix, pg_catalog.min(b.amount OPERATOR(pg_catalog.-) %s)"
+					" FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(o, ix)"
+					" JOIN msgbilling.budgets b ON b.org_id = u.o"
+					" WHERE b.hard GROUP BY u.ix",
+					mb_spent_now_sql("b", "pg_catalog.now()"));
 }
 
 /* Set has_budget and budget_left of the batch's orgs with hard budgets. */

@@ -11,6 +11,7 @@
 #include "batch.h"
 
 /* spend.c */
+extern char *mb_spent_now_sql(const char *b, const char *at);
 extern void mb_ledger_added(Datum *ids, int n);
 extern void mb_budget_limits(Batch *b);
 extern void mb_mark_budget_exceeded(Batch *b);

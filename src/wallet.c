@@ -194,29 +194,31 @@ move_money(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 }
 
 /*
- * The failure reasons repend_failed makes pending again, as a text array:
- * MB_UNPAID is both unpaid reasons, which go back together (a top-up may
- * not lift a budget, nor a new period an empty wallet, but billing them
- * again in order finds out).
+ * The unpaid reasons go back together: a top-up may not lift a budget, nor
+ * a new period an empty wallet, but billing them again in order finds out.
  */
+static const char *const unpaid_reasons[] = {"insufficient_credits",
+"budget_exceeded", NULL};
+static const char *const no_price_reasons[] = {"no_price", NULL};
+
+/* reasons (NULL-terminated) as a text array */
 static Datum
-unpaid_or(const char *reason)
+reason_array(const char *const *reasons)
 {
 	Datum		elems[2];
 	int			n = 0;
 
-	if (strcmp(reason, MB_UNPAID) == 0)
+	while (reasons[n] != NULL)
 	{
-		elems[n++] = CStringGetTextDatum("insufficient_credits");
-		elems[n++] = CStringGetTextDatum("budget_exceeded");
+		Assert(n < lengthof(elems));
+		elems[n] = CStringGetTextDatum(reasons[n]);
+		n++;
 	}
-	else
-		elems[n++] = CStringGetTextDatum(reason);
 	return mb_array(elems, NULL, n, TEXTOID);
 }
 
 /*
- * Make failures for reason pending again, of one org (org_null false) or
+ * Make failures for reasons (NULL: any) pending again, of one org (org_null false) or
  * all; returns how many.  With wait (the caller holds the org's wallet),
  * rows another session holds are waited for.  Without (retry_failed, a new
  * price), they are skipped, and a later call catches them; an org's
@@ -228,13 +230,13 @@ unpaid_or(const char *reason)
  * work.
  */
 static uint64
-repend_failed(const MbConfig *cfg, const char *reason, Datum org,
+repend_failed(const MbConfig *cfg, const char *const *reasons, Datum org,
 			  bool org_null, bool wait, Datum held_orgs)
 {
 	Oid			argtypes[3] = {cfg->org_type, TEXTARRAYOID, cfg->org_array_type};
-	Datum		values[3] = {org, reason ? unpaid_or(reason) : (Datum) 0,
+	Datum		values[3] = {org, reasons ? reason_array(reasons) : (Datum) 0,
 	held_orgs};
-	char		nulls[3] = {org_null ? 'n' : ' ', reason ? ' ' : 'n',
+	char		nulls[3] = {org_null ? 'n' : ' ', reasons ? ' ' : 'n',
 	held_orgs == (Datum) 0 ? 'n' : ' '};
 	const char *whole_orgs = wait ? "" :
 		psprintf(" AND (l.e IS NULL OR l.e NOT IN " MB_UNPAID_SQL
@@ -296,31 +298,22 @@ lock_idle_wallets(const MbConfig *cfg, Datum org, bool org_null)
 }
 
 /*
- * After a change to the org's wallet: its insufficient_credits failures.
- * They are waited for, not skipped: a failure left behind would block the
- * org's later messages until the wallet changes again.  We hold the
- * wallet, so no biller holds them; only the app (an open transaction
- * editing a message) or another wallet function can, and those end.
- */
-static void
-repend_insufficient(const MbConfig *cfg, Datum org)
-{
-	(void) repend_failed(cfg, MB_UNPAID, org, false, true, (Datum) 0);
-}
-
-/*
- * The org's unpaid failures (insufficient_credits, budget_exceeded) back to
- * pending, for a change to its budgets; the caller holds its wallet.
+ * After a change to the org's wallet or budgets: its unpaid failures
+ * (insufficient_credits, budget_exceeded) back to pending.  They are waited
+ * for, not skipped: a failure left behind would block the org's later
+ * messages until the wallet changes again.  The caller holds the wallet,
+ * so no biller holds them; only the app (an open transaction editing a
+ * message) or another wallet function can, and those end.
  */
 uint64
 mb_repend_unpaid(const MbConfig *cfg, Datum org)
 {
-	return repend_failed(cfg, MB_UNPAID, org, false, true, (Datum) 0);
+	return repend_failed(cfg, unpaid_reasons, org, false, true, (Datum) 0);
 }
 
 /*
  * Add amount to the org's held wallet, with its ledger entry, and make the
- * org's insufficient_credits failures pending again.  Returns the new
+ * org's unpaid failures pending again.  Returns the new
  * balance.
  */
 static Datum
@@ -334,7 +327,7 @@ credit_wallet(const MbConfig *cfg, Datum org, Datum amount, const char *kind,
 						key_argno < 0 ? (Datum) 0 : PG_GETARG_DATUM(key_argno),
 						key_argno < 0 || PG_ARGISNULL(key_argno), NULL,
 						(Datum) 0);
-	repend_insufficient(cfg, org);
+	(void) mb_repend_unpaid(cfg, org);
 	return result;
 }
 
@@ -496,7 +489,7 @@ set_overdraft(PG_FUNCTION_ARGS)
 	mb_exec_sql("UPDATE msgbilling.credits SET overdraft_limit = $2,"
 				" updated_at = pg_catalog.now() WHERE org_id = $1",
 				2, argtypes, values, NULL, SPI_OK_UPDATE);
-	repend_insufficient(cfg, values[0]);
+	(void) mb_repend_unpaid(cfg, values[0]);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -636,7 +629,7 @@ refund(PG_FUNCTION_ARGS)
 				" credits_charged = credits_charged - $2 WHERE org_id = $1",
 				2, (Oid[2]) {cfg->org_type, NUMERICOID},
 				(Datum[2]) {now.billing_org, now.cost}, NULL, SPI_OK_UPDATE);
-	repend_insufficient(cfg, now.billing_org);
+	(void) mb_repend_unpaid(cfg, now.billing_org);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
@@ -685,7 +678,7 @@ repend_no_price(PG_FUNCTION_ARGS)
 	if (SPI_execute("SELECT 1 FROM msgbilling.config", true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read msgbilling.config");
 	isnull = SPI_processed == 0;
-	n = isnull ? 0 : repend_failed(mb_config(), "no_price", (Datum) 0, true,
+	n = isnull ? 0 : repend_failed(mb_config(), no_price_reasons, (Datum) 0, true,
 								   false, (Datum) 0);
 	SPI_finish();
 	PG_RETURN_INT64((int64) n);

@@ -10,7 +10,6 @@
 #include "config.h"
 
 /* The unpaid failure reasons: an org's later messages fail behind them. */
-#define MB_UNPAID "unpaid"
 #define MB_UNPAID_SQL "('insufficient_credits', 'budget_exceeded')"
 
 extern void mb_check_amount(Datum amount, int sign, const char *what);
